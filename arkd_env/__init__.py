@@ -1,0 +1,13 @@
+"""ARKD's library core: divergences, models, data, the distillation engine and the Gymnasium environment.
+
+Importing the package registers ``arkd_env/Distill-v0``::
+
+    import gymnasium, arkd_env
+    env = gymnasium.make("arkd_env/Distill-v0", preset="nano")
+"""
+
+from gymnasium.envs.registration import register
+
+__version__ = "0.1.0"
+
+register(id="arkd_env/Distill-v0", entry_point="arkd_env.env:DistillEnv", nondeterministic=True)

@@ -1,0 +1,439 @@
+"""The distillation engine: one student trained towards one teacher with a weighted mix of divergences.
+
+Data flow of one update (see ``train_steps``)::
+
+    next training batch ─► teacher rows (online, or top-k from the teacher cache)
+                        └► student rows ─► Σ wᵢ·Dᵢ (arkd_env.losses) ─► backward ─► clip ─► AdamW step
+
+"Rows" are the token positions whose next token is a response token: only they carry loss, so both models'
+outputs are gathered there before any [tokens × vocab] tensor is formed. The engine knows nothing of RL;
+:class:`arkd_env.env.DistillEnv` drives it through ``train_steps``, ``evaluate``, ``snapshot`` and ``restore``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from arkd_env import losses, models
+from arkd_env.config import ConfigError, EngineConfig
+from arkd_env.data import TokenizedExample, collate, collate_prompts, pad_token_id
+from arkd_env.prepare import Assets, load_assets
+
+STATE_VERSION = 1
+FEATURE_ROWS = 256  # token positions used for the observation features; enough for stable means, cheap
+EVAL_COMPONENTS = ("fkl", "rkl", "jsd", "ce")
+MU_COMPONENTS = ("akl", "fkl_head", "fkl_tail", "rkl_head", "rkl_tail")
+
+
+@dataclass
+class StepReport:
+    """What ``train_steps`` did: mean loss values over the updates, features of the last batch, failures."""
+
+    components: dict[str, float]
+    features: dict[str, float]
+    loss: float
+    n_updates: int
+    n_failed: int
+    failed_updates: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Rows:
+    """One model's output at the loss positions: logits [N, V], or hidden states [N, H] with the LM head."""
+
+    logits: Tensor | None = None
+    hidden: Tensor | None = None
+    weight: Tensor | None = None
+    bias: Tensor | None = None
+
+    def as_logits(self) -> Tensor:
+        if self.logits is not None:
+            return self.logits
+        assert self.hidden is not None and self.weight is not None
+        return torch.nn.functional.linear(self.hidden, self.weight, self.bias)
+
+
+class Distiller:
+    """Owns teacher, student, AdamW, LR schedule and data order of one distillation run.
+
+    ``assets`` (tokenizer, models, data) may be injected, e.g. by tests or by an env that loads the teacher
+    once per process; otherwise they are resolved from ``cfg`` (building and caching a preset's own teacher).
+    """
+
+    def __init__(self, cfg: EngineConfig, assets: Assets | None = None, device: torch.device | None = None) -> None:
+        self.cfg = cfg
+        self.device = device or models.pick_device(cfg.device)
+        assets = assets or load_assets(cfg, self.device)
+        self.tokenizer = assets.tokenizer
+        self.teacher = assets.teacher
+        self.student = assets.student
+        self.student.to(self.device)  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
+        self.data = assets.data
+        self.vocab_size = assets.vocab_size
+        self.pad_id = pad_token_id(self.tokenizer)
+        if len(self.data.train) < cfg.batch_size:
+            raise ConfigError(f"batch_size={cfg.batch_size}: only {len(self.data.train)} training examples")
+        self.student.train()
+        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.component_kwargs = {name: {"mu": cfg.akl_mu} for name in MU_COMPONENTS}
+        self._student_head, self._teacher_head = self._fused_heads()
+        self._sampling = torch.Generator().manual_seed(cfg.seed + 7919)
+        self._teacher_cache: dict[int, tuple[Tensor, Tensor]] = {}
+        self._eval_batches = [
+            collate(self.data.val[i:i + cfg.eval_batch_size], self.pad_id)
+            for i in range(0, min(cfg.eval_size, len(self.data.val)), cfg.eval_batch_size)
+        ]
+        self._eval_teacher: list[_Rows] = []
+        self.updates = 0
+        self._epoch = 0
+        self._cursor = 0
+        self._order = self._permutation(0)
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _fused_heads(self) -> tuple[models.LMHeadParts | None, models.LMHeadParts | None]:
+        if self.cfg.loss_path in ("naive", "chunked"):
+            return None, None
+        student, teacher = models.lm_head_parts(self.student), models.lm_head_parts(self.teacher)
+        if student is None or teacher is None:
+            if self.cfg.loss_path == "fused":
+                raise ConfigError("loss_path='fused': a model has no plain linear LM head; use 'chunked'")
+            return None, None
+        return student, teacher
+
+    @property
+    def loss_path(self) -> str:
+        """The path the divergences actually take: fused, chunked or naive."""
+        if self._student_head is not None:
+            return "fused"
+        return "naive" if self.cfg.loss_path == "naive" else "chunked"
+
+    def _lr_factor(self, update: int) -> float:
+        cfg = self.cfg
+        if update < cfg.warmup_updates:
+            return (update + 1) / cfg.warmup_updates
+        progress = min(1.0, (update - cfg.warmup_updates) / max(1, cfg.total_updates - cfg.warmup_updates))
+        if cfg.lr_schedule == "linear":
+            return 1.0 - progress
+        if cfg.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    def _permutation(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.data.train), generator=generator).tolist()
+
+    def _next_indices(self) -> list[int]:
+        size = self.cfg.batch_size
+        if self._cursor + size > len(self._order):
+            self._epoch += 1
+            self._cursor = 0
+            self._order = self._permutation(self._epoch)
+        indices = self._order[self._cursor:self._cursor + size]
+        self._cursor += size
+        return indices
+
+    # ------------------------------------------------------------------ model outputs at the loss rows
+    def _to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _rows(self, model: torch.nn.Module, head: models.LMHeadParts | None, batch: dict[str, Tensor]) -> _Rows:
+        mask = batch["loss_mask"]
+        with models.autocast(self.device):
+            if head is not None:
+                hidden = head.hidden(batch["input_ids"], batch["attention_mask"])
+                weight = head.weight[: self.vocab_size]
+                bias = None if head.bias is None else head.bias[: self.vocab_size]
+                return _Rows(hidden=hidden[mask], weight=weight, bias=bias)
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           use_cache=False).logits
+        return _Rows(logits=logits[mask][..., : self.vocab_size])
+
+    def _teacher_rows(self, batch: dict[str, Tensor]) -> _Rows:
+        with torch.no_grad():
+            return self._rows(self.teacher, self._teacher_head, batch)
+
+    def _cached_teacher(self, indices: list[int], batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Teacher top-k (indices, log-probs) of the batch's loss rows, computed once per training example."""
+        missing = [i for i in indices if i not in self._teacher_cache]
+        if missing:
+            sub = self._to_device(collate([self.data.train[i] for i in missing], self.pad_id))
+            top_idx, top_logp = losses.topk_teacher_logprobs(self._teacher_rows(sub).as_logits(),
+                                                             self.cfg.cache_top_k, self.cfg.temperature)
+            counts = sub["loss_mask"].sum(dim=1).tolist()
+            for example, idx, logp in zip(missing, top_idx.split(counts), top_logp.split(counts), strict=True):
+                self._teacher_cache[example] = (idx.to(torch.int32).cpu(), logp.cpu())
+        parts = [self._teacher_cache[i] for i in indices]
+        return (torch.cat([p[0] for p in parts]).long().to(self.device),
+                torch.cat([p[1] for p in parts]).to(self.device))
+
+    def divergence(self, student: _Rows, teacher: _Rows, weights: Mapping[str, float], labels: Tensor,
+                   components: tuple[str, ...] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Σ wᵢ·Dᵢ over the loss rows by the configured path; ``components`` defaults to the weighted ones."""
+        names = components or tuple(weights)
+        values = [float(weights.get(n, 0.0)) for n in names]
+        kwargs = self._kwargs_for(names)
+        temperature = self.cfg.temperature
+        if student.hidden is not None and teacher.hidden is not None:
+            assert student.weight is not None and teacher.weight is not None
+            return losses.fused_linear_mixed_divergence(
+                student.hidden, student.weight, teacher.hidden, teacher.weight, values, components=names,
+                temperature=temperature, labels=labels, chunk_size=self.cfg.chunk_size, component_kwargs=kwargs,
+                student_lm_head_bias=student.bias, teacher_lm_head_bias=teacher.bias)
+        chunk = None if self.cfg.loss_path == "naive" else self.cfg.chunk_size
+        return losses.mixed_divergence(student.as_logits(), teacher.as_logits(), values, components=names,
+                                       temperature=temperature, labels=labels, chunk_size=chunk,
+                                       component_kwargs=kwargs)
+
+    def _kwargs_for(self, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+        return {n: kw for n, kw in self.component_kwargs.items() if n in names}
+
+    # ------------------------------------------------------------------ training
+    def _training_batch(self) -> tuple[list[int], dict[str, Tensor], bool]:
+        """Indices, device batch, and whether its responses were sampled from the student (on-policy)."""
+        indices = self._next_indices()
+        examples = [self.data.train[i] for i in indices]
+        on_policy = (self.cfg.on_policy_fraction > 0
+                     and torch.rand((), generator=self._sampling).item() < self.cfg.on_policy_fraction)
+        if on_policy:
+            examples = self._student_responses(examples)
+        return indices, self._to_device(collate(examples, self.pad_id)), on_policy
+
+    def _student_responses(self, examples: list[TokenizedExample]) -> list[TokenizedExample]:
+        """The same prompts with responses sampled from the current student (GKD-style on-policy data)."""
+        budget = max(1, self.cfg.data.max_length - max(e.prompt_length for e in examples))
+        generated = self.generate(examples, max_new_tokens=min(budget, self.cfg.max_new_tokens), sample=True)
+        return [TokenizedExample(e.input_ids[: e.prompt_length] + g, e.prompt_length, e.record_index)
+                for e, g in zip(examples, generated, strict=True)]
+
+    def _update_loss(self, weights: Mapping[str, float]) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """Loss of one micro-batch, its per-component values and the batch itself."""
+        indices, batch, on_policy = self._training_batch()
+        labels = batch["labels"][batch["loss_mask"]]
+        student = self._rows(self.student, self._student_head, batch)
+        names = tuple(weights)
+        if self.cfg.teacher_cache and not on_policy:
+            top_idx, top_logp = self._cached_teacher(indices, batch)
+            loss, parts = losses.mixed_divergence_topk(
+                student.as_logits(), top_idx, top_logp, [float(weights[n]) for n in names], components=names,
+                temperature=self.cfg.temperature, labels=labels, component_kwargs=self._kwargs_for(names))
+        else:
+            loss, parts = self.divergence(student, self._teacher_rows(batch), weights, labels)
+        return loss, parts, batch
+
+    def train_steps(self, weights: Mapping[str, float], n_steps: int) -> StepReport:
+        """Run ``n_steps`` optimizer updates of Σ wᵢ·Dᵢ; an update whose loss or gradient is not finite is
+        skipped (no optimizer step) and counted. Returns mean component values and the last batch's features."""
+        if n_steps < 1:
+            raise ValueError(f"n_steps={n_steps}: must be >= 1")
+        unknown = [n for n in weights if n not in losses.COMPONENTS]
+        if unknown:
+            known = ", ".join(sorted(losses.COMPONENTS))
+            raise ValueError(f"weights: unknown component {unknown[0]!r} (known: {known})")
+        active = {n: float(w) for n, w in weights.items() if w != 0.0} or {next(iter(weights)): 0.0}
+        totals: dict[str, Tensor] = {}
+        loss_total = torch.zeros((), device=self.device)
+        grad_norms = torch.zeros((), device=self.device)
+        failed: list[int] = []
+        batch: dict[str, Tensor] | None = None
+        self.student.train()
+        for _ in range(n_steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            update_loss = torch.zeros((), device=self.device)
+            for _ in range(self.cfg.grad_accum):
+                loss, parts, batch = self._update_loss(active)
+                (loss / self.cfg.grad_accum).backward()
+                update_loss += loss.detach() / self.cfg.grad_accum
+                for name, value in parts.items():
+                    totals[name] = totals.get(name, torch.zeros((), device=self.device)) + value.detach()
+            max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), max_norm)
+            # One host sync per update: a non-finite update must be skipped before it reaches the weights.
+            if not bool(torch.isfinite(update_loss + grad_norm).item()):
+                failed.append(self.updates)
+                self.optimizer.zero_grad(set_to_none=True)
+                continue
+            self.optimizer.step()
+            self.scheduler.step()
+            self.updates += 1
+            loss_total += update_loss
+            grad_norms += grad_norm.detach()
+        done = n_steps - len(failed)
+        denominator = max(1, done * self.cfg.grad_accum)
+        features = self.features(batch)
+        features["grad_norm"] = grad_norms.item() / max(1, done)
+        features["progress"] = min(1.0, self.updates / self.cfg.total_updates)
+        return StepReport(components={k: v.item() / denominator for k, v in totals.items()}, features=features,
+                          loss=loss_total.item() / max(1, done), n_updates=done, n_failed=len(failed),
+                          failed_updates=failed)
+
+    def features(self, batch: dict[str, Tensor] | None = None) -> dict[str, float]:
+        """Teacher–student distribution features of the current student on (the first rows of) a training
+        batch, by default the first one of the data; exact teacher even when training uses the cache."""
+        if batch is None:
+            batch = self._to_device(collate(self.data.train[: self.cfg.batch_size], self.pad_id))
+        was_training = self.student.training
+        self.student.eval()
+        with torch.no_grad():
+            student = self._rows(self.student, self._student_head, batch).as_logits()[:FEATURE_ROWS].float()
+            teacher = self._teacher_rows(batch).as_logits()[:FEATURE_ROWS].float()
+            labels = batch["labels"][batch["loss_mask"]][:FEATURE_ROWS]
+            stats = losses.distribution_stats(student, teacher, temperature=self.cfg.temperature, mu=self.cfg.akl_mu)
+            ce = torch.nn.functional.cross_entropy(student, labels) if labels.numel() else torch.zeros(())
+        self.student.train(was_training)
+        return {**{k: float(v) for k, v in stats.items()}, "student_ce": float(ce.item())}
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, generate: bool = False) -> dict[str, float]:
+        """Token-weighted validation FKL, RKL, JSD, their symmetric mean ``val_divergence`` = ½(FKL + RKL) to
+        the teacher, and student CE/perplexity on the references;
+        with ``generate``, ROUGE-L (and the synthetic suite's metrics) of sampled generations."""
+        self.student.eval()
+        sums = dict.fromkeys(EVAL_COMPONENTS, 0.0)
+        tokens = 0
+        with torch.no_grad():
+            for i, cpu_batch in enumerate(self._eval_batches):
+                batch = self._to_device(cpu_batch)
+                if i >= len(self._eval_teacher):  # the teacher is frozen: its validation outputs never change
+                    self._eval_teacher.append(self._teacher_rows(batch))
+                student = self._rows(self.student, self._student_head, batch)
+                labels = batch["labels"][batch["loss_mask"]]
+                _, parts = self.divergence(student, self._eval_teacher[i], dict.fromkeys(EVAL_COMPONENTS, 1.0),
+                                           labels, components=EVAL_COMPONENTS)
+                n = int(labels.numel())
+                tokens += n
+                for name in EVAL_COMPONENTS:
+                    sums[name] += float(parts[name].item()) * n
+        self.student.train()
+        metrics = {f"val_{name}": value / max(1, tokens) for name, value in sums.items()}
+        metrics["val_ppl"] = math.exp(min(metrics["val_ce"], 50.0))
+        # The symmetric KL favours neither objective, so a reward on it cannot be gamed by picking one of them.
+        metrics["val_divergence"] = 0.5 * (metrics["val_fkl"] + metrics["val_rkl"])
+        if generate and self.cfg.rouge_size > 0:
+            metrics.update(self.generation_metrics(self.cfg.rouge_size))
+        return metrics
+
+    def generate(self, examples: list[TokenizedExample], max_new_tokens: int, sample: bool = True,
+                 seed: int | None = None) -> list[list[int]]:
+        """New token ids the student produces for each example's prompt (left-padded batch, up to <eos>)."""
+        was_training = self.student.training
+        self.student.eval()
+        prompts = self._to_device(collate_prompts(examples, self.pad_id))
+        fork = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
+        with torch.no_grad(), fork:
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.student.generate(**prompts, max_new_tokens=max_new_tokens, do_sample=sample,  # type: ignore[operator]
+                                        temperature=1.0 if sample else None, top_p=1.0 if sample else None,
+                                        top_k=0 if sample else None, pad_token_id=self.pad_id,
+                                        eos_token_id=self.tokenizer.eos_token_id)
+        self.student.train(was_training)
+        eos = self.tokenizer.eos_token_id
+        result = []
+        for row in out[:, prompts["input_ids"].shape[1]:].tolist():
+            result.append(row[: row.index(eos) + 1] if eos in row else row)
+        return result
+
+    def _generate_texts(self, examples: list[TokenizedExample], sample: bool, seed: int) -> list[str]:
+        texts: list[str] = []
+        for i in range(0, len(examples), self.cfg.eval_batch_size):
+            ids = self.generate(examples[i:i + self.cfg.eval_batch_size], self.cfg.max_new_tokens, sample=sample,
+                                seed=seed)
+            texts += self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return texts
+
+    def generation_metrics(self, n: int, seed: int | None = None) -> dict[str, float]:
+        """ROUGE-L F (stemmed, best over references, ×100) of responses sampled at temperature 1 on the first
+        ``n`` validation examples. On the embedded suite also its metrics: exact match of greedy answers to
+        the deterministic tasks, and answer-distribution metrics of the sampled answers to the open ones."""
+        from rouge_score import rouge_scorer
+
+        examples, records = self.data.val[:n], self.data.val_records[:n]
+        seed = self.cfg.seed if seed is None else seed
+        sampled = self._generate_texts(examples, sample=True, seed=seed)
+        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        rouge = [scorer.score(r["reference"], t)["rougeL"].fmeasure for r, t in zip(records, sampled, strict=True)]
+        metrics = {"rouge_l": 100.0 * float(np.mean(rouge)) if rouge else 0.0}
+        if self.data.source == "synthetic":
+            from arkd_env.synthetic import DETERMINISTIC, suite_metrics
+
+            greedy = self._generate_texts(examples, sample=False, seed=seed)
+            answers = [g if r.get("kind") == DETERMINISTIC else s
+                       for r, g, s in zip(records, greedy, sampled, strict=True)]
+            metrics.update(suite_metrics(records, answers))
+        return metrics
+
+    # ------------------------------------------------------------------ state
+    def parameters_finite(self) -> bool:
+        """Whether every student weight is finite (a skipped update keeps them so; an injected fault may not)."""
+        return all(bool(torch.isfinite(p).all()) for p in self.student.parameters())
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole training state, copied: student, optimizer, scheduler, RNGs and data position."""
+        return {
+            "version": STATE_VERSION,
+            "student": {k: v.detach().clone() for k, v in self.student.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": self.scheduler.state_dict(),
+            "updates": self.updates,
+            "epoch": self._epoch,
+            "cursor": self._cursor,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "sampling_rng": self._sampling.get_state(),
+            "python_rng": list(random.getstate()[1]),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Return to a state from :meth:`snapshot` or :meth:`load_state`; the next update is bit-identical."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"engine state version {state.get('version')!r}: this ARKD reads version {STATE_VERSION}")
+        self.student.load_state_dict(state["student"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.updates = int(state["updates"])
+        self._epoch, self._cursor = int(state["epoch"]), int(state["cursor"])
+        self._order = self._permutation(self._epoch)
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self._sampling.set_state(state["sampling_rng"])
+        python_state = random.getstate()
+        random.setstate((python_state[0], tuple(state["python_rng"]), python_state[2]))
+
+    def save_state(self, path: str | Path) -> None:
+        """Write :meth:`snapshot` to ``path`` atomically (temporary file, then rename)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            torch.save(self.snapshot(), tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load_state(self, path: str | Path) -> None:
+        """Restore a state written by :meth:`save_state`; tensors only, no code is unpickled."""
+        try:
+            state = torch.load(Path(path), map_location=self.device, weights_only=True)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: engine state file not found") from None
+        except Exception as err:  # torch raises several types for truncated or foreign files
+            raise ValueError(f"{path}: not a readable engine state ({type(err).__name__}: {err})") from None
+        for key in ("torch_rng", "sampling_rng"):  # RNG states must be CPU byte tensors whatever map_location did
+            state[key] = state[key].cpu()
+        self.restore(state)
+
+    def save_student(self, path: str | Path) -> Path:
+        """A Hugging Face folder (model + tokenizer) that ``from_pretrained`` loads."""
+        return models.save_pretrained_safe(self.student, self.tokenizer, path)

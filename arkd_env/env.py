@@ -1,0 +1,315 @@
+"""Distillation posed as a Gymnasium environment: an action weights the divergences, a step trains the student."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from arkd_env.config import EngineConfig, EnvConfig, load_preset
+from arkd_env.distiller import Distiller
+
+# name -> (lower bound, upper bound); the scaling applied to each raw value is in `_scaled`.
+FEATURES: dict[str, tuple[float, float]] = {
+    "progress": (0.0, 1.0),
+    "fkl": (0.0, 10.0),
+    "rkl": (0.0, 10.0),
+    "akl_head_ratio": (0.0, 1.0),
+    "akl_tail_ratio": (0.0, 1.0),
+    "teacher_entropy": (0.0, 1.0),
+    "student_entropy": (0.0, 1.0),
+    "top1_agreement": (0.0, 1.0),
+    "student_ce": (0.0, 10.0),
+    "grad_norm": (0.0, 10.0),
+    "val_metric": (0.0, 10.0),
+    "val_delta": (-1.0, 1.0),
+}
+REWARD_METRICS = {"val_divergence": "val_divergence", "val_ce": "val_ce", "rouge": "rouge_l",
+                  "sparse": "val_divergence"}
+HEAD_TAIL = ("fkl_head", "fkl_tail", "rkl_head", "rkl_tail")
+RETURN_GAMMA = 0.99  # discount of the running return whose spread normalises rewards
+
+
+class DistillEnv(gym.Env[np.ndarray, Any]):
+    r"""
+    ## Description
+    One episode is one distillation run of a student towards a frozen teacher, always from the same initial
+    student (the engine's state is restored at `reset`). At every step the agent chooses how to weight the
+    divergence components (forward KL, reverse KL, ...); the student then runs `updates_per_step` AdamW
+    updates of Σ wᵢ·Dᵢ and is validated. The agent is rewarded for the validation improvement it caused,
+    so it learns *when* mean-seeking (FKL) or mode-seeking (RKL) distillation helps the student most.
+
+    ## Action Space
+    Chosen by `action_mode`; continuous modes are `Box(-1, 1, (k,), float32)` as Stable-Baselines3 expects.
+
+    | action_mode | space | weights applied |
+    |-------------|-------|-----------------|
+    | `mix` (default) | `Box(-1, 1, (1,))` | α = (a+1)/2: `fkl` = α, `rkl` = 1−α |
+    | `simplex` | `Box(-1, 1, (k,))` | softmax(a / `simplex_temperature`) over `simplex_components` |
+    | `head_tail` | `Box(-1, 1, (4,))` | (aᵢ+1)/2 on each of `fkl_head`, `fkl_tail`, `rkl_head`, `rkl_tail` |
+    | `binary` | `Discrete(2)` | 0: `fkl` = 1; 1: `rkl` = 1 (the authors' prototype) |
+
+    The weights actually applied are `info["weights"]`. Actions with NaN/inf or of the wrong shape raise
+    `ValueError`; finite actions outside [-1, 1] are clipped.
+
+    ## Observation Space
+    `Box(float32)` of the features named in `features` (all by default), in this order:
+
+    | name | meaning | scaling | range |
+    |------|---------|---------|-------|
+    | progress | env step / horizon | none | [0, 1] |
+    | fkl | KL(p‖q) on the last training batch | log(1+x) | [0, 10] |
+    | rkl | KL(q‖p) on the last training batch | log(1+x) | [0, 10] |
+    | akl_head_ratio | AKL head gap share g_head/(g_head+g_tail) | none | [0, 1] |
+    | akl_tail_ratio | AKL tail gap share | none | [0, 1] |
+    | teacher_entropy | teacher entropy | / log V | [0, 1] |
+    | student_entropy | student entropy | / log V | [0, 1] |
+    | top1_agreement | share of positions where both argmaxes agree | none | [0, 1] |
+    | student_ce | student cross-entropy on the references | log(1+x) | [0, 10] |
+    | grad_norm | mean pre-clipping gradient norm of the step | log(1+x) | [0, 10] |
+    | val_metric | current value of the reward's validation metric | log(1+x) | [0, 10] |
+    | val_delta | relative improvement of that metric in the last step | clipped | [-1, 1] |
+    | w_<component> | weight applied in the last step, per controlled component | none | [0, 1] |
+
+    ## Rewards
+    With `reward="val_divergence"` (default) the metric is M = ½(FKL + RKL) of the student to the teacher on
+    the validation set (symmetric, so it favours neither objective); `"val_ce"` uses the student's validation
+    cross-entropy on the references; `"rouge"` uses −ROUGE-L of `rouge_size` sampled validation responses.
+    The reward of step t is r_t = `reward_scale` · (M_{t−1} − M_t), so the undiscounted return telescopes to
+    the total improvement M_0 − M_H. With `"sparse"` every reward is 0 except the last, which is the total
+    improvement of the validation divergence. A step whose update went NaN/inf additionally loses
+    `nan_penalty`. With `normalize_reward` rewards are divided by the running standard deviation of the
+    discounted return (γ = 0.99), as Stable-Baselines3's `VecNormalize` does.
+
+    ## Starting State
+    The engine's initial state (student weights, optimizer, schedule, RNGs, data position), identical in
+    every episode, so a fixed action sequence gives identical rewards on CPU. The seed passed to `reset`
+    seeds `np_random` only.
+
+    ## Episode End
+    Truncation: after `horizon` steps. Termination: after `max_consecutive_failures` steps in a row whose
+    updates produced a non-finite loss or gradient (each failed step restores the last good state).
+
+    ## Arguments
+    `gymnasium.make("arkd_env/Distill-v0", preset="nano", horizon=8, engine_overrides={"lr": 1e-3})`:
+    `preset` names a file in `arkd_env/configs/`; every `EnvConfig` field can be passed by name; engine
+    fields through `engine_overrides` (dotted keys allowed). `engine=`/`env_config=` take built configs.
+    `render_mode="ansi"` returns a one-screen text summary of the last step.
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium's own convention)
+
+    def __init__(self, preset: str = "embedded", render_mode: str | None = None,
+                 engine_overrides: Mapping[str, Any] | None = None, engine: EngineConfig | None = None,
+                 env_config: EnvConfig | None = None, **env_fields: Any) -> None:
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode={render_mode!r}: DistillEnv supports only 'ansi' or None")
+        overrides = {f"engine.{k}": v for k, v in (engine_overrides or {}).items()}
+        overrides.update({f"env.{k}": v for k, v in env_fields.items()})
+        loaded = load_preset(preset, overrides)
+        self.preset = preset
+        self.engine_config = engine or loaded.engine
+        self.config = env_config or loaded.env
+        self.render_mode = render_mode
+        self.distiller = Distiller(self.engine_config)
+        self.action_mode = self.config.action_mode
+        self.component_names = self._components()
+        self.feature_names = list(self.config.features or FEATURES) + [f"w_{c}" for c in self.component_names]
+        unknown = [f for f in self.feature_names if f not in FEATURES and not f.startswith("w_")]
+        if unknown:
+            raise ValueError(f"features: unknown feature {unknown[0]!r} (known: {', '.join(FEATURES)})")
+        self.reward_metric = REWARD_METRICS[self.config.reward]
+        self.action_space = self._action_space()
+        low = np.array([FEATURES.get(f, (0.0, 1.0))[0] for f in self.feature_names], dtype=np.float32)
+        high = np.array([FEATURES.get(f, (0.0, 1.0))[1] for f in self.feature_names], dtype=np.float32)
+        self.observation_space: spaces.Box = spaces.Box(low, high, dtype=np.float32)
+        self._log_vocab = math.log(max(2, self.distiller.vocab_size))
+        self._initial_state = self.distiller.snapshot()
+        self._initial_features = self.distiller.features()
+        self._initial_metrics = self._evaluate()
+        self._step = 0
+        self._done = True
+        self._return = 0.0
+        self._return_stats = _RunningVariance()
+        self._last: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ actions
+    def _components(self) -> list[str]:
+        if self.action_mode == "simplex":
+            return list(self.config.simplex_components)
+        if self.action_mode == "head_tail":
+            return list(HEAD_TAIL)
+        return ["fkl", "rkl"]
+
+    def _action_space(self) -> spaces.Space[Any]:
+        if self.action_mode == "binary":
+            return spaces.Discrete(2)
+        if self.action_mode == "mix":
+            return spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        return spaces.Box(-1.0, 1.0, shape=(len(self.component_names),), dtype=np.float32)
+
+    def action_to_weights(self, action: Any) -> dict[str, float]:
+        """The component weights an action stands for (see the class docstring's table)."""
+        if self.action_mode == "binary":
+            value = np.asarray(action)
+            if value.size != 1 or not np.isfinite(value).all() or int(value.reshape(-1)[0]) not in (0, 1) \
+                    or float(value.reshape(-1)[0]) != int(value.reshape(-1)[0]):
+                raise ValueError(f"action {action!r} is not in the action space Discrete(2)")
+            rkl = float(int(value.reshape(-1)[0]))
+            return {"fkl": 1.0 - rkl, "rkl": rkl}
+        assert isinstance(self.action_space, spaces.Box)
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != self.action_space.shape and a.size == self.action_space.shape[0]:
+            a = a.reshape(self.action_space.shape)  # accept [[a]] or a 0-d scalar for 1-D spaces
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"action of shape {a.shape} does not fit the action space {self.action_space}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"action {a.tolist()} has NaN/inf, which the action space {self.action_space} cannot hold")
+        a = np.clip(a, -1.0, 1.0)
+        if self.action_mode == "mix":
+            alpha = (a[0] + 1.0) / 2.0
+            return {"fkl": float(alpha), "rkl": float(1.0 - alpha)}
+        if self.action_mode == "head_tail":
+            return {name: float((v + 1.0) / 2.0) for name, v in zip(HEAD_TAIL, a, strict=True)}
+        logits = a / self.config.simplex_temperature
+        weights = np.exp(logits - logits.max())
+        weights /= weights.sum()
+        return {name: float(w) for name, w in zip(self.component_names, weights, strict=True)}
+
+    def weights_to_action(self, weights: Mapping[str, float]) -> Any:
+        """An action applying ``weights`` (``fkl``/``rkl`` expand to head and tail in ``head_tail`` mode).
+
+        Exact for mix, binary (pure weights) and head_tail; for simplex, exact while the weights' ratios
+        lie within exp(2/temperature), since actions are bounded."""
+        full = dict(weights)
+        for part in HEAD_TAIL:
+            full.setdefault(part, full.get(part[:3], 0.0))
+        if self.action_mode == "binary":
+            return int(full.get("rkl", 0.0) > full.get("fkl", 0.0))
+        if self.action_mode == "mix":
+            total = full.get("fkl", 0.0) + full.get("rkl", 0.0)
+            alpha = full.get("fkl", 0.0) / total if total > 0 else 0.5
+            return np.array([2.0 * alpha - 1.0], dtype=np.float32)
+        if self.action_mode == "head_tail":
+            return np.array([2.0 * full[n] - 1.0 for n in HEAD_TAIL], dtype=np.float32).clip(-1, 1)
+        logw = np.log(np.maximum([full.get(n, 0.0) for n in self.component_names], 1e-12))
+        action = 1.0 + self.config.simplex_temperature * (logw - logw.max())
+        return action.clip(-1.0, 1.0).astype(np.float32)
+
+    # ------------------------------------------------------------------ observations and rewards
+    def _evaluate(self) -> dict[str, float]:
+        return self.distiller.evaluate(generate=self.config.reward == "rouge")
+
+    def _metric(self, metrics: Mapping[str, float]) -> float:
+        value = metrics[self.reward_metric]
+        return -value if self.reward_metric == "rouge_l" else value  # lower is better for every metric
+
+    def _observation(self, features: Mapping[str, float], metrics: Mapping[str, float], previous: float,
+                     weights: Mapping[str, float]) -> np.ndarray:
+        current = self._metric(metrics)
+        raw: dict[str, float] = {
+            **{k: math.log1p(max(0.0, features.get(k, 0.0))) for k in ("fkl", "rkl", "student_ce", "grad_norm")},
+            "akl_head_ratio": features.get("akl_head_ratio", 0.0),
+            "akl_tail_ratio": features.get("akl_tail_ratio", 0.0),
+            "teacher_entropy": features.get("teacher_entropy", 0.0) / self._log_vocab,
+            "student_entropy": features.get("student_entropy", 0.0) / self._log_vocab,
+            "top1_agreement": features.get("top1_agreement", 0.0),
+            "progress": self._step / self.config.horizon,
+            "val_metric": math.log1p(abs(current)),
+            "val_delta": (previous - current) / max(abs(previous), 1e-8),
+            **{f"w_{k}": v for k, v in weights.items()},
+        }
+        values = np.array([raw.get(f, 0.0) for f in self.feature_names], dtype=np.float64)
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+        return np.clip(values, self.observation_space.low, self.observation_space.high).astype(np.float32)
+
+    def _uniform_weights(self) -> dict[str, float]:
+        return {c: 1.0 / len(self.component_names) for c in self.component_names}
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.distiller.restore(self._initial_state)
+        self._step = 0
+        self._done = False
+        self._return = 0.0
+        self._failures = 0
+        self._metric_now = self._metric(self._initial_metrics)
+        self._start_metric = self._metric_now
+        weights = self._uniform_weights()
+        obs = self._observation(self._initial_features, self._initial_metrics, self._metric_now, weights)
+        self._last = {"weights": weights, "val": dict(self._initial_metrics), "reward": 0.0}
+        return obs, {"weights": weights, "val": dict(self._initial_metrics)}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._done:
+            raise gym.error.ResetNeeded("Cannot call DistillEnv.step() before reset() or after the episode ended")
+        weights = self.action_to_weights(action)
+        last_good = self.distiller.snapshot()
+        report = self.distiller.train_steps(weights, self.config.updates_per_step)
+        failed = report.n_failed > 0
+        if failed and not self.distiller.parameters_finite():
+            self.distiller.restore(last_good)
+        self._failures = self._failures + 1 if failed else 0
+        self._step += 1
+        metrics = self._evaluate()
+        previous, self._metric_now = self._metric_now, self._metric(metrics)
+        truncated = self._step >= self.config.horizon
+        terminated = self._failures >= self.config.max_consecutive_failures
+        if self.config.reward == "sparse":
+            raw = self._start_metric - self._metric_now if (truncated or terminated) else 0.0
+        else:
+            raw = previous - self._metric_now
+        reward = self.config.reward_scale * raw - (self.config.nan_penalty if failed else 0.0)
+        if self.config.normalize_reward:
+            self._return = self._return * RETURN_GAMMA + reward
+            self._return_stats.update(self._return)
+            reward /= math.sqrt(self._return_stats.variance + 1e-8)
+        self._done = truncated or terminated
+        obs = self._observation(report.features, metrics, previous, weights)
+        info = {"weights": weights, "val": metrics, "train": report.features, "components": report.components,
+                "loss": report.loss, "n_failed": report.n_failed, "consecutive_failures": self._failures,
+                "updates": self.distiller.updates, "step": self._step}
+        self._last = {**info, "reward": float(reward)}
+        return obs, float(reward), terminated, truncated, info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        last = self._last
+        weights = "  ".join(f"{k}={v:.3f}" for k, v in last.get("weights", {}).items())
+        val = "  ".join(f"{k}={v:.4g}" for k, v in sorted(last.get("val", {}).items()))
+        return (f"ARKD {self.preset} step {self._step}/{self.config.horizon}  updates {self.distiller.updates}\n"
+                f"  weights: {weights}\n  reward:  {last.get('reward', 0.0):+.5f}  failed updates: "
+                f"{last.get('n_failed', 0)}\n  val:     {val}\n")
+
+    def snapshot(self) -> dict[str, Any]:
+        """The engine state, for restarting a lost worker from its last good state (see arkd_env.vec)."""
+        return self.distiller.snapshot()
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.distiller.restore(state)
+
+
+class _RunningVariance:
+    """Welford's running variance of a scalar stream."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self._m2 = 0, 0.0, 0.0
+
+    def update(self, value: float) -> None:
+        self.count += 1
+        delta = value - self.mean
+        self.mean += delta / self.count
+        self._m2 += delta * (value - self.mean)
+
+    @property
+    def variance(self) -> float:
+        return self._m2 / self.count if self.count > 1 else 1.0

@@ -1,0 +1,177 @@
+"""Resolve the tokenizer, teacher and student of an engine config, building and caching what a preset makes itself.
+
+Built presets (the embedded default, `nano`) have no files to download: their tokenizer is made from the
+synthetic suite and their teacher is trained on it here. Both are saved under the user cache directory in
+a folder keyed by every config value they depend on, written to a temporary folder and renamed, so an
+interrupted `arkd prepare` never leaves a half-written teacher that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from arkd_env import models
+from arkd_env.config import EngineConfig
+from arkd_env.data import DataBundle, build_datasets, collate, format_prompt, load_records, pad_token_id
+from arkd_env.tokenizer import build_synthetic_tokenizer
+
+CACHE_VERSION = 1
+TEACHER_SEED = 1234  # the teacher is shared by every run seed, so its initialisation must not follow cfg.seed
+
+
+def _teacher_key(cfg: EngineConfig) -> str:
+    data = asdict(cfg.data)
+    payload = {"v": CACHE_VERSION, "tokenizer": cfg.tokenizer, "teacher": asdict(cfg.teacher), "data": data}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def teacher_cache_dir(cfg: EngineConfig) -> Path:
+    return models.cache_root() / f"teacher-{_teacher_key(cfg)}"
+
+
+def _needs_build(cfg: EngineConfig) -> bool:
+    return cfg.tokenizer == "synthetic" or cfg.teacher.pretrain_steps > 0
+
+
+def _build_tokenizer(cfg: EngineConfig) -> PreTrainedTokenizerBase:
+    if cfg.tokenizer == "synthetic":
+        records = load_records(None, cfg.data)
+        texts = [format_prompt(r["instruction"], r.get("context") or "") + " " + r["response"] for r in records]
+        return build_synthetic_tokenizer(texts)
+    if cfg.tokenizer is not None:
+        return models.load_tokenizer(cfg.tokenizer, trust_remote_code=cfg.teacher.trust_remote_code)
+    return models.load_tokenizer(cfg.teacher.name_or_path, gguf_package=cfg.teacher.gguf_package,
+                                 trust_remote_code=cfg.teacher.trust_remote_code)
+
+
+def pretrain(model: PreTrainedModel, data: DataBundle, pad_id: int, steps: int, lr: float, batch_size: int,
+             device: torch.device, seed: int) -> list[float]:
+    """Supervised training on the training split's response tokens; returns the loss curve."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    warmup = max(1, steps // 20)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model.train()
+    losses: list[float] = []
+    order = torch.randperm(len(data.train), generator=generator).tolist()
+    cursor = 0
+    for _ in tqdm(range(steps), desc="training teacher", disable=None):
+        if cursor + batch_size > len(order):
+            order, cursor = torch.randperm(len(data.train), generator=generator).tolist(), 0
+        batch = collate([data.train[i] for i in order[cursor:cursor + batch_size]], pad_id)
+        cursor += batch_size
+        logits = model(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].to(device).flatten(),
+                                                 ignore_index=-100)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def _build_teacher(cfg: EngineConfig, tokenizer: PreTrainedTokenizerBase, device: torch.device) -> PreTrainedModel:
+    teacher = models.build_model(cfg.teacher, vocab_size=len(tokenizer), tokenizer=tokenizer, device=device,
+                                 seed=TEACHER_SEED)
+    if cfg.teacher.pretrain_steps > 0:
+        data = build_datasets(cfg.data, tokenizer)
+        pretrain(teacher, data, pad_token_id(tokenizer), cfg.teacher.pretrain_steps, cfg.teacher.pretrain_lr,
+                 cfg.teacher.pretrain_batch_size, device, TEACHER_SEED)
+    return teacher
+
+
+def prepare(cfg: EngineConfig, device: torch.device | None = None, force: bool = False) -> Path | None:
+    """Build and cache what ``cfg`` makes itself; return the cache folder (None when nothing is built)."""
+    if not _needs_build(cfg):
+        return None
+    target = teacher_cache_dir(cfg)
+    if (target / "complete").is_file() and not force:
+        return target
+    device = device or models.pick_device(cfg.device)
+    tokenizer = _build_tokenizer(cfg)
+    teacher = _build_teacher(cfg, tokenizer, device)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        tokenizer.save_pretrained(staging / "tokenizer")
+        teacher.save_pretrained(staging / "teacher")
+        (staging / "config.json").write_text(json.dumps({"tokenizer": cfg.tokenizer, "teacher": asdict(cfg.teacher),
+                                                         "data": asdict(cfg.data)}, indent=2))
+        (staging / "complete").write_text("ok\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@dataclass
+class Assets:
+    """Everything a Distiller is built from."""
+
+    tokenizer: PreTrainedTokenizerBase
+    teacher: PreTrainedModel
+    student: PreTrainedModel
+    data: DataBundle
+    vocab_size: int
+
+
+_TEACHER_SIDE: dict[str, TeacherSide] = {}
+
+
+TeacherSide = tuple[PreTrainedTokenizerBase, PreTrainedModel, DataBundle]
+
+
+def _teacher_side(cfg: EngineConfig, device: torch.device) -> TeacherSide:
+    """Tokenizer, frozen teacher and data, loaded once per process and shared by every env in it."""
+    key = json.dumps({"tokenizer": cfg.tokenizer, "teacher": asdict(cfg.teacher), "data": asdict(cfg.data),
+                      "teacher_dtype": cfg.teacher_dtype, "device": str(device)}, sort_keys=True)
+    if key not in _TEACHER_SIDE:
+        built = prepare(cfg, device)
+        if built is not None:
+            tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(built / "tokenizer")
+            dtype = models.resolve_dtype(cfg.teacher_dtype or cfg.teacher.dtype)
+            teacher: PreTrainedModel = AutoModelForCausalLM.from_pretrained(built / "teacher", dtype=dtype)
+            teacher = teacher.to(device)  # type: ignore[arg-type]
+        else:
+            tokenizer = _build_tokenizer(cfg)
+            teacher = models.build_model(cfg.teacher, vocab_size=len(tokenizer), tokenizer=tokenizer,
+                                         device=device, dtype=cfg.teacher_dtype, seed=TEACHER_SEED)
+        models.freeze(teacher)
+        _TEACHER_SIDE[key] = (tokenizer, teacher, build_datasets(cfg.data, tokenizer))
+    return _TEACHER_SIDE[key]
+
+
+def load_assets(cfg: EngineConfig, device: torch.device) -> Assets:
+    """Tokenizer, frozen teacher, data and a fresh student (seeded by ``cfg.seed``), ready for distillation."""
+    tokenizer, teacher, data = _teacher_side(cfg, device)
+    student = models.build_model(cfg.student, vocab_size=len(tokenizer), tokenizer=tokenizer, device=device,
+                                 teacher=teacher, seed=cfg.seed)
+    if cfg.student.name_or_path is not None:  # a separately published student brings its own tokenizer
+        models.check_tokenizers(tokenizer, models.load_tokenizer(cfg.student.name_or_path,
+                                                                 trust_remote_code=cfg.student.trust_remote_code))
+    vocab_size = models.align_vocab(teacher, student, tokenizer)
+    return Assets(tokenizer=tokenizer, teacher=teacher, student=student, data=data, vocab_size=vocab_size)

@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.vec_env import SubprocVecEnv
+
+import arkd_env  # noqa: F401  (registers the env)
+from arkd_env import losses
+from arkd_env.env import DistillEnv
+
+
+def make(**kwargs: object) -> DistillEnv:
+    return DistillEnv(preset="nano", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def env() -> DistillEnv:
+    return make()
+
+
+def test_registered_env_passes_gymnasium_and_sb3_checkers() -> None:
+    env = gym.make("arkd_env/Distill-v0", preset="nano", horizon=2, engine_overrides={"lr": 1e-3})
+    assert env.unwrapped.config.horizon == 2 and env.unwrapped.engine_config.lr == pytest.approx(1e-3)
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env.unwrapped)
+
+
+@pytest.mark.parametrize(("action", "expected"), [(1.0, 1.0), (-1.0, 0.0), (0.0, 0.5), (0.5, 0.75)])
+def test_mix_action_applies_documented_weights(env: DistillEnv, action: float, expected: float) -> None:
+    env.reset()
+    _, _, _, _, info = env.step(np.array([action], dtype=np.float32))
+    assert info["weights"] == pytest.approx({"fkl": expected, "rkl": 1.0 - expected})
+
+
+def test_simplex_head_tail_and_binary_weights() -> None:
+    simplex = make(action_mode="simplex", simplex_components=["fkl", "rkl", "jsd"], simplex_temperature=0.5)
+    assert simplex.action_space.shape == (3,)
+    simplex.reset()
+    a = np.array([0.2, -0.4, 0.6], dtype=np.float32)
+    _, _, _, _, info = simplex.step(a)
+    exp = np.exp(a.astype(np.float64) / 0.5)
+    assert list(info["weights"].values()) == pytest.approx(list(exp / exp.sum()))
+    assert set(info["components"]) == {"fkl", "rkl", "jsd"}
+
+    head_tail = make(action_mode="head_tail")
+    head_tail.reset()
+    _, _, _, _, info = head_tail.step(np.array([1.0, 0.0, -1.0, -0.5], dtype=np.float32))
+    assert info["weights"] == pytest.approx({"fkl_head": 1.0, "fkl_tail": 0.5, "rkl_head": 0.0, "rkl_tail": 0.25})
+
+    binary = make(action_mode="binary")
+    assert binary.action_space == gym.spaces.Discrete(2)
+    binary.reset()
+    assert binary.step(1)[4]["weights"] == {"fkl": 0.0, "rkl": 1.0}
+    assert binary.step(np.int64(0))[4]["weights"] == {"fkl": 1.0, "rkl": 0.0}
+
+
+def test_weights_to_action_inverts_action_to_weights(env: DistillEnv) -> None:
+    for alpha in (0.0, 0.3, 1.0):
+        weights = {"fkl": alpha, "rkl": 1 - alpha}
+        assert env.action_to_weights(env.weights_to_action(weights)) == pytest.approx(weights)
+    head_tail = make(action_mode="head_tail")
+    assert head_tail.action_to_weights(head_tail.weights_to_action({"fkl": 0.3, "rkl": 0.7})) == pytest.approx(
+        {"fkl_head": 0.3, "fkl_tail": 0.3, "rkl_head": 0.7, "rkl_tail": 0.7})
+    akl = make(action_mode="simplex", simplex_components=["akl"])
+    assert akl.action_to_weights(akl.weights_to_action({"akl": 1.0})) == {"akl": 1.0}
+
+
+@pytest.mark.parametrize("bad", [np.array([np.nan], dtype=np.float32), np.array([np.inf], dtype=np.float32),
+                                 np.array([0.1, 0.2], dtype=np.float32)])
+def test_bad_actions_raise_naming_the_space(env: DistillEnv, bad: np.ndarray) -> None:
+    env.reset()
+    with pytest.raises(ValueError, match=r"action space Box\(-1\.0, 1\.0, \(1,\)"):
+        env.step(bad)
+
+
+def test_step_before_reset_and_after_the_end() -> None:
+    env = make(horizon=1)
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(np.zeros(1, dtype=np.float32))
+    env.reset()
+    assert env.step(np.zeros(1, dtype=np.float32))[3] is True
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(np.zeros(1, dtype=np.float32))
+
+
+def test_reset_restores_the_initial_student_and_rewards_are_reproducible(env: DistillEnv) -> None:
+    actions = [np.array([a], dtype=np.float32) for a in (1.0, -0.5, 0.2, 0.0)]
+
+    def episode() -> tuple[list[float], dict[str, torch.Tensor], float]:
+        env.reset(seed=3)
+        initial = {k: v.clone() for k, v in env.distiller.student.state_dict().items()}
+        rewards = [env.step(a)[1] for a in actions]
+        return rewards, initial, env.distiller.evaluate()["val_divergence"]
+
+    rewards_a, initial_a, final_a = episode()
+    rewards_b, initial_b, _ = episode()
+    assert rewards_a == rewards_b
+    for key, value in initial_a.items():
+        assert torch.equal(value, initial_b[key])
+    # Dense rewards telescope to the total improvement of the validation divergence.
+    start = env._initial_metrics["val_divergence"]
+    assert sum(rewards_a) == pytest.approx(start - final_a, rel=1e-5, abs=1e-7)
+
+
+def test_sparse_reward_pays_total_improvement_at_the_end() -> None:
+    env = make(reward="sparse", horizon=2)
+    env.reset()
+    first = env.step(np.zeros(1, dtype=np.float32))
+    last = env.step(np.zeros(1, dtype=np.float32))
+    assert first[1] == 0.0
+    assert last[1] == pytest.approx(env._initial_metrics["val_divergence"] - last[4]["val"]["val_divergence"])
+
+
+def test_observation_lists_features_and_last_weights(env: DistillEnv) -> None:
+    obs, _ = env.reset()
+    assert obs.shape == (len(env.feature_names),) and env.feature_names[-2:] == ["w_fkl", "w_rkl"]
+    obs, _, _, _, _ = env.step(np.array([0.5], dtype=np.float32))
+    names = env.feature_names
+    assert obs[names.index("progress")] == pytest.approx(1 / env.config.horizon)
+    assert obs[names.index("w_fkl")] == pytest.approx(0.75)
+    assert env.observation_space.contains(obs)
+    subset = make(features=["progress", "fkl"])
+    assert subset.feature_names == ["progress", "fkl", "w_fkl", "w_rkl"]
+    with pytest.raises(ValueError, match="unknown feature 'speed'"):
+        make(features=["speed"])
+
+
+def test_non_finite_updates_are_penalised_recovered_and_terminate(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = make(horizon=10, max_consecutive_failures=2, nan_penalty=5.0, engine_overrides={"loss_path": "chunked"})
+    env.reset()
+    healthy = env.step(np.zeros(1, dtype=np.float32))
+    state = {k: v.clone() for k, v in env.distiller.student.state_dict().items()}
+    original = losses.mixed_divergence
+
+    def poisoned(*args: object, **kwargs: object) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, parts = original(*args, **kwargs)  # type: ignore[arg-type]
+        return loss + float("inf"), parts
+
+    monkeypatch.setattr(losses, "mixed_divergence", poisoned)
+    _, reward, terminated, _, info = env.step(np.zeros(1, dtype=np.float32))
+    assert info["n_failed"] == env.config.updates_per_step and not terminated
+    assert reward == pytest.approx(-5.0)  # nothing changed, so only the penalty
+    for key, value in state.items():
+        assert torch.equal(value, env.distiller.student.state_dict()[key])
+    assert env.step(np.zeros(1, dtype=np.float32))[2] is True  # second failure in a row terminates
+    monkeypatch.setattr(losses, "mixed_divergence", original)
+    env.reset()
+    assert math.isfinite(env.step(np.zeros(1, dtype=np.float32))[1]) and healthy[4]["n_failed"] == 0
+
+
+def test_render_ansi_summarises_the_step() -> None:
+    env = make(render_mode="ansi")
+    env.reset()
+    env.step(np.array([1.0], dtype=np.float32))
+    text = env.render()
+    assert text is not None and "fkl=1.000" in text and "step 1/4" in text and "val_divergence" in text
+
+
+def _nano_env() -> DistillEnv:
+    return make(horizon=2)
+
+
+def test_subproc_vec_env_with_four_envs() -> None:
+    vec = SubprocVecEnv([_nano_env] * 4)
+    try:
+        obs = vec.reset()
+        assert obs.shape == (4, len(vec.get_attr("feature_names")[0]))
+        actions = np.array([[1.0], [-1.0], [0.0], [0.5]], dtype=np.float32)
+        _, rewards, dones, infos = vec.step(actions)
+        assert [i["weights"]["fkl"] for i in infos] == pytest.approx([1.0, 0.0, 0.5, 0.75])
+        assert np.isfinite(rewards).all() and not dones.any()
+        _, _, dones, infos = vec.step(actions)
+        assert dones.all() and all(i["TimeLimit.truncated"] for i in infos)
+        assert all("terminal_observation" in i for i in infos)
+    finally:
+        vec.close()
