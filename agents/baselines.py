@@ -1,0 +1,322 @@
+"""Fixed and scheduled weighting policies with the Stable-Baselines3 ``predict``/``save``/``load``.
+
+Every baseline decides a weighting α on the forward KL (1 - α on the reverse KL) and acts
+through ``env.weights_to_action``, so it works in each action mode where that is meaningful:
+
+- ``mix`` / ``simplex`` with fkl and rkl: ``{"fkl": α, "rkl": 1 - α}`` (other simplex components 0)
+- ``head_tail``: ``fkl_head = fkl_tail = α``, ``rkl_head = rkl_tail = 1 - α``
+- ``binary``: FKL when α >= 0.5, else RKL
+
+Specs understood by :func:`make_baseline`:
+
+- ``fkl`` (α = 1), ``rkl`` (α = 0), ``fixed:<α>`` with α in [0, 1]
+- ``linear:<a>-><b>``: α = a + (b - a) · progress, the env's "progress" feature (step/horizon)
+- ``cosine``: α = (1 + cos(π · progress)) / 2, from 1 at the start to 0 at the end
+- ``akl``: weight 1 on the ``akl`` component, i.e. the AKL rule applied per token inside the
+  loss; needs the env built with :data:`AKL_ENV_OVERRIDES` (see :func:`baseline_env_overrides`)
+- ``greedy``: one-step lookahead over candidate α, see :class:`agents.greedy.GreedyPolicy`
+- ``random``: a uniformly drawn action each step (seeded with the ``seed`` option)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from agents.env_access import EnvView
+from agents.spaces import check_spaces, space_from_json, space_to_json
+
+BASELINE_NAMES = ["fkl", "rkl", "fixed:<alpha>", "linear:<a>-><b>", "cosine", "akl", "greedy", "random"]
+_PLAIN = {"fkl", "rkl", "cosine", "akl", "greedy", "random"}
+_PREFIXED = ("fixed:", "linear:")
+HEAD_TAIL = ("fkl_head", "fkl_tail", "rkl_head", "rkl_tail")
+AKL_ENV_OVERRIDES: dict[str, Any] = {"action_mode": "simplex", "simplex_components": ["akl"]}
+SAVE_FILE = "baseline.json"
+
+
+def is_baseline_spec(name: str) -> bool:
+    text = str(name).strip().lower()
+    return text in _PLAIN or text.startswith(_PREFIXED)
+
+
+def baseline_env_overrides(spec: str) -> dict[str, Any]:
+    """Env settings a baseline needs, to apply before building its env (only ``akl`` needs any)."""
+    return dict(AKL_ENV_OVERRIDES) if spec.strip().lower() == "akl" else {}
+
+
+def alpha_to_weights(alpha: float, component_names: list[str], action_mode: str) -> dict[str, float]:
+    """The component weights meaning "α on forward KL, 1 - α on reverse KL" for this env."""
+    names = set(component_names)
+    if action_mode == "binary":
+        alpha = 1.0 if alpha >= 0.5 else 0.0
+    if names == set(HEAD_TAIL):
+        return {"fkl_head": alpha, "fkl_tail": alpha, "rkl_head": 1.0 - alpha, "rkl_tail": 1.0 - alpha}
+    if {"fkl", "rkl"} <= names:
+        weights = dict.fromkeys(component_names, 0.0)
+        weights.update(fkl=alpha, rkl=1.0 - alpha)
+        return weights
+    raise ValueError(f"an α-weighting needs components fkl and rkl (or the head_tail four); this env "
+                     f"weights {component_names}")
+
+
+def _parse_unit(spec: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"baseline {spec!r}: {text!r} is not a number; α must lie in [0, 1]") from None
+    if not 0.0 <= value <= 1.0 or math.isnan(value):
+        raise ValueError(f"baseline {spec!r}: α={value} must lie in [0, 1]")
+    return value
+
+
+class BaselinePolicy:
+    """A non-learned policy with the Stable-Baselines3 model surface (predict/learn/save/load).
+
+    Subclasses give :meth:`weights_at`, or override :meth:`_act_row` entirely.
+    """
+
+    #: env settings the harness must apply when building this policy's env
+    env_overrides: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, spec: str, env: Any = None, **options: Any) -> None:
+        self.spec = spec
+        self.options = dict(options)
+        self.num_timesteps = 0
+        self.observation_space: gym.Space | None = None
+        self.action_space: gym.Space | None = None
+        self._view: EnvView | None = None
+        self._progress_index: int | None = None
+        self._cache: dict[tuple[tuple[str, float], ...], Any] = {}
+        if env is not None:
+            self.set_env(env)
+
+    # Env handling --------------------------------------------------------------------------
+    def set_env(self, env: Any, force_reset: bool = True) -> None:
+        """Attach the env whose ``weights_to_action`` maps weights to actions."""
+        del force_reset  # accepted for SB3 compatibility; a baseline keeps no rollout state
+        if self.observation_space is not None:
+            check_spaces(self, env)
+        self._view = EnvView(env)
+        self.observation_space = env.observation_space
+        self.action_space = env.action_space
+        self._cache.clear()
+        names = self._view.feature_names
+        self._progress_index = names.index("progress") if "progress" in names else None
+        self._check_env(self._view)
+
+    def _check_env(self, view: EnvView) -> None:
+        """Fail at construction, not at the first step, when the env cannot host this policy."""
+        self.weights_at(0.0)
+
+    def get_env(self) -> Any:
+        return None if self._view is None else self._view.env
+
+    @property
+    def view(self) -> EnvView:
+        if self._view is None:
+            raise ValueError(f"baseline {self.spec!r} has no env: load it with "
+                             "BaselinePolicy.load(path, env=env) or call set_env(env)")
+        return self._view
+
+    def progress(self, row: np.ndarray) -> float:
+        if self._progress_index is None:
+            raise ValueError(f"baseline {self.spec!r} needs the 'progress' feature, absent from the env's "
+                             f"features {self.view.feature_names}")
+        return float(row[self._progress_index])
+
+    # Acting -------------------------------------------------------------------------------
+    def weights_at(self, progress: float) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _action_for(self, weights: Mapping[str, float]) -> Any:
+        key = tuple(sorted((k, float(v)) for k, v in weights.items()))
+        if key not in self._cache:
+            self._cache[key] = self.view.weights_to_action(weights)
+        return self._cache[key]
+
+    def _act_row(self, row: np.ndarray, index: int) -> Any:
+        del index  # which VecEnv slot the row came from; only the greedy policy needs it
+        return self._action_for(self.weights_at(self.progress(row)))
+
+    def predict(self, observation: Any, state: tuple[np.ndarray, ...] | None = None,
+                episode_start: np.ndarray | None = None,
+                deterministic: bool = True) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """Actions for one observation (shape of the observation space) or a VecEnv batch."""
+        del episode_start, deterministic  # baselines are memoryless; `random` is random either way
+        view = self.view
+        obs = np.asarray(observation)
+        shape = view.observation_space.shape or ()
+        if obs.shape == tuple(shape):
+            return self._stack([self._act_row(obs, 0)])[0], state
+        if obs.shape[1:] == tuple(shape):
+            return self._stack([self._act_row(row, i) for i, row in enumerate(obs)]), state
+        raise ValueError(f"observation of shape {obs.shape} fits neither the observation space "
+                         f"{view.observation_space} nor a batch of it")
+
+    def _stack(self, actions: list[Any]) -> np.ndarray:
+        space = self.view.action_space
+        if isinstance(space, spaces.Discrete):
+            return np.asarray([int(a) for a in actions], dtype=np.int64)
+        return np.stack([np.asarray(a, dtype=space.dtype).reshape(space.shape) for a in actions])
+
+    def learn(self, total_timesteps: int, callback: Any = None, log_interval: int = 1, tb_log_name: str = "",
+              reset_num_timesteps: bool = True, progress_bar: bool = False) -> BaselinePolicy:
+        """Nothing to learn; present so a harness can call ``learn`` on any policy."""
+        del total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar
+        return self
+
+    # Persistence ---------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write a small zip holding ``baseline.json`` (``.zip`` is appended to a bare name, as in SB3)."""
+        path = Path(path)
+        if path.suffix == "":
+            path = path.with_suffix(".zip")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"spec": self.spec, "options": self.options,
+                  "observation_space": None if self.observation_space is None
+                  else space_to_json(self.observation_space),
+                  "action_space": None if self.action_space is None else space_to_json(self.action_space)}
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr(SAVE_FILE, json.dumps(record, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, env: Any = None, **kwargs: Any) -> BaselinePolicy:
+        """Rebuild a saved baseline; with ``env`` its spaces must match those it was saved with."""
+        del kwargs  # device= etc. from SB3-style callers
+        path = Path(path)
+        if not path.is_file() and Path(f"{path}.zip").is_file():
+            path = Path(f"{path}.zip")
+        try:
+            with zipfile.ZipFile(path) as archive:
+                record = json.loads(archive.read(SAVE_FILE))
+        except (FileNotFoundError, KeyError, zipfile.BadZipFile):
+            raise ValueError(f"{path}: not a saved baseline policy (no {SAVE_FILE} inside)") from None
+        policy = make_baseline(record["spec"], None, **record.get("options", {}))
+        for attr in ("observation_space", "action_space"):
+            if record.get(attr) is not None:
+                setattr(policy, attr, space_from_json(record[attr]))
+        if env is not None:
+            policy.set_env(env)
+        return policy
+
+
+class AlphaPolicy(BaselinePolicy):
+    """α as a function of training progress: constant, linear or cosine."""
+
+    def __init__(self, spec: str, env: Any = None, *, start: float, end: float, shape: str = "constant",
+                 **options: Any) -> None:
+        self.start, self.end, self.shape = start, end, shape
+        super().__init__(spec, env, **options)
+
+    def _check_env(self, view: EnvView) -> None:
+        if self.shape != "constant" and self._progress_index is None:
+            raise ValueError(f"baseline {self.spec!r} needs the 'progress' feature, absent from the env's "
+                             f"features {view.feature_names}")
+        super()._check_env(view)
+
+    def alpha(self, progress: float) -> float:
+        p = min(max(progress, 0.0), 1.0)
+        if self.shape == "linear":
+            return self.start + (self.end - self.start) * p
+        if self.shape == "cosine":
+            return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * p))
+        return self.start
+
+    def weights_at(self, progress: float) -> dict[str, float]:
+        return alpha_to_weights(self.alpha(progress), self.view.component_names, self.view.action_mode)
+
+    def _act_row(self, row: np.ndarray, index: int) -> Any:
+        progress = 0.0 if self.shape == "constant" else self.progress(row)
+        return self._action_for(self.weights_at(progress))
+
+
+class AKLPolicy(BaselinePolicy):
+    """Weight 1 on the ``akl`` component: the loss applies the AKL rule per token."""
+
+    env_overrides = AKL_ENV_OVERRIDES
+
+    def _check_env(self, view: EnvView) -> None:
+        if view.component_names != ["akl"]:
+            raise ValueError(f"baseline 'akl' needs the env built with {AKL_ENV_OVERRIDES} (see agents."
+                             f"baselines.baseline_env_overrides); this env weights {view.component_names}")
+
+    def weights_at(self, progress: float) -> dict[str, float]:
+        return {"akl": 1.0}
+
+    def _act_row(self, row: np.ndarray, index: int) -> Any:
+        return self._action_for({"akl": 1.0})
+
+
+class RandomPolicy(BaselinePolicy):
+    """A uniformly drawn action each step, from its own generator seeded by the ``seed`` option."""
+
+    def __init__(self, spec: str, env: Any = None, seed: int | None = None) -> None:
+        self.rng = np.random.default_rng(seed)
+        super().__init__(spec, env, seed=seed)
+
+    def _check_env(self, view: EnvView) -> None:
+        space = view.action_space
+        if isinstance(space, spaces.Box) and not np.all(np.isfinite([space.low, space.high])):
+            raise ValueError(f"baseline 'random' needs a bounded action space, got {space}")
+        if not isinstance(space, spaces.Box | spaces.Discrete):
+            raise ValueError(f"baseline 'random' supports Box and Discrete actions, got {space}")
+
+    def _act_row(self, row: np.ndarray, index: int) -> Any:
+        space = self.view.action_space
+        if isinstance(space, spaces.Discrete):
+            return int(space.start) + int(self.rng.integers(int(space.n)))
+        assert isinstance(space, spaces.Box)
+        return self.rng.uniform(space.low, space.high).astype(space.dtype)
+
+
+def _no_options(spec: str, options: Mapping[str, Any]) -> None:
+    if options:
+        raise ValueError(f"baseline {spec!r} takes no options, got {', '.join(sorted(options))}")
+
+
+def make_baseline(spec: str, env: Any, **options: Any) -> BaselinePolicy:
+    """The baseline policy named by ``spec`` (see the module doc) acting on ``env``.
+
+    ``env`` may be None to build a detached policy (e.g. to read its ``env_overrides``);
+    it must then be attached with ``set_env`` before ``predict``.
+    """
+    text = str(spec).strip().lower()
+    if text in ("fkl", "rkl"):
+        _no_options(spec, options)
+        value = 1.0 if text == "fkl" else 0.0
+        return AlphaPolicy(text, env, start=value, end=value)
+    if text.startswith("fixed:"):
+        _no_options(spec, options)
+        value = _parse_unit(spec, text.removeprefix("fixed:"))
+        return AlphaPolicy(text, env, start=value, end=value)
+    if text.startswith("linear:"):
+        _no_options(spec, options)
+        a, arrow, b = text.removeprefix("linear:").partition("->")
+        if not arrow:
+            raise ValueError(f"baseline {spec!r}: expected linear:<a>-><b>, e.g. linear:1->0")
+        return AlphaPolicy(text, env, start=_parse_unit(spec, a), end=_parse_unit(spec, b), shape="linear")
+    if text == "cosine":
+        _no_options(spec, options)
+        return AlphaPolicy(text, env, start=1.0, end=0.0, shape="cosine")
+    if text == "akl":
+        _no_options(spec, options)
+        return AKLPolicy(text, env)
+    if text == "random":
+        unknown = sorted(set(options) - {"seed"})
+        if unknown:
+            raise ValueError(f"baseline 'random' takes only the option seed, got {', '.join(unknown)}")
+        return RandomPolicy(text, env, **options)
+    if text == "greedy":
+        from agents.greedy import GreedyPolicy  # here: greedy.py imports this module
+
+        return GreedyPolicy(text, env, **options)
+    raise ValueError(f"unknown baseline {spec!r}; known: {', '.join(BASELINE_NAMES)}")

@@ -1,0 +1,257 @@
+"""Make, save and load agents by name: SB3, sb3-contrib, ARKD's own, or any ``module:Class``.
+
+``make_agent("ppo", env)`` builds a Stable-Baselines3 algorithm with the defaults of
+``agents/hyperparams/ppo.yaml`` for the env preset; a baseline spec (``fkl``, ``fixed:0.3``,
+``greedy``...) gives the matching :class:`agents.baselines.BaselinePolicy`, so a harness can
+treat every policy through the same calls.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import sys
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gymnasium import spaces
+
+from agents.baselines import BASELINE_NAMES, BaselinePolicy, is_baseline_spec, make_baseline
+from agents.hparams import load_hyperparams, resolve_objects
+from agents.spaces import check_spaces
+
+META_FILE = "arkd_agent.json"
+CONTRIB_HINT = 'pip install "arkd[contrib]"'
+REQUIRED_METHODS = ("learn", "predict", "save")
+
+
+@dataclass(frozen=True)
+class AlgoSpec:
+    target: str  # "module:Class"
+    contrib: bool = False  # lives in the optional sb3-contrib package
+    box_only: bool = False  # continuous actions only (no `binary` action mode)
+
+
+ALGORITHMS: dict[str, AlgoSpec] = {
+    "ppo": AlgoSpec("stable_baselines3:PPO"),
+    "a2c": AlgoSpec("stable_baselines3:A2C"),
+    "sac": AlgoSpec("stable_baselines3:SAC", box_only=True),
+    "td3": AlgoSpec("stable_baselines3:TD3", box_only=True),
+    "ddpg": AlgoSpec("stable_baselines3:DDPG", box_only=True),
+    "tqc": AlgoSpec("sb3_contrib:TQC", contrib=True, box_only=True),
+    "recurrent_ppo": AlgoSpec("sb3_contrib:RecurrentPPO", contrib=True),
+    "trpo": AlgoSpec("sb3_contrib:TRPO", contrib=True),
+    "reinforce": AlgoSpec("agents.reinforce:Reinforce"),
+}
+
+
+def known_names() -> list[str]:
+    """Every name make_agent accepts besides ``module:Class`` paths."""
+    return [*ALGORITHMS, *BASELINE_NAMES]
+
+
+def _unknown(name: str) -> ValueError:
+    return ValueError(f"unknown agent {name!r}; known: {', '.join(known_names())} "
+                      "(or 'package.module:Class' for your own algorithm)")
+
+
+def import_class(target: str) -> type:
+    """Import ``package.module:Class``; one-line ValueError when it cannot be found or used."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"agent class path {target!r}: expected 'package.module:Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"agent class path {target!r}: cannot import module {module_name!r} "
+                         f"({err})") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"agent class path {target!r}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not isinstance(obj, type):
+        raise ValueError(f"agent class path {target!r}: {attr!r} is not a class")
+    missing = [m for m in REQUIRED_METHODS if not callable(getattr(obj, m, None))]
+    if missing:
+        raise ValueError(f"agent class {target!r} lacks {', '.join(missing)}: it must follow the "
+                         "Stable-Baselines3 BaseAlgorithm interface (learn, predict, save, load)")
+    return obj
+
+
+def algorithm_class(name: str) -> type:
+    """The class registered under ``name`` (importing sb3-contrib only when needed)."""
+    spec = ALGORITHMS[name]
+    module_name = spec.target.partition(":")[0]
+    if spec.contrib:
+        try:
+            importlib.import_module(module_name)
+        except ImportError:
+            raise ImportError(f"agent {name!r} needs the sb3-contrib package: {CONTRIB_HINT}") from None
+    return import_class(spec.target)
+
+
+def check_action_space(name: str, env: Any) -> None:
+    spec = ALGORITHMS.get(name)
+    if spec is not None and spec.box_only and not isinstance(env.action_space, spaces.Box):
+        raise ValueError(f"agent {name!r} needs continuous (Box) actions but the env's action space is "
+                         f"{env.action_space}; use action_mode mix, simplex or head_tail, or ppo/a2c/trpo/"
+                         "recurrent_ppo/reinforce for the binary mode")
+
+
+def _accepted(cls: type) -> tuple[set[str], bool]:
+    """Constructor keyword names of ``cls`` and whether it takes ``**kwargs``."""
+    params = inspect.signature(cls.__init__).parameters.values()  # type: ignore[misc]
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names - {"self"}, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _constructor_kwargs(cls: type, label: str, hparams: dict[str, Any],
+                        extras: dict[str, Any]) -> dict[str, Any]:
+    names, var_kw = _accepted(cls)
+    if not var_kw:
+        unknown = sorted(set(hparams) - names)
+        if unknown:
+            raise ValueError(f"agent {label!r}: unknown hyperparameter {unknown[0]!r} "
+                             f"(accepted: {', '.join(sorted(names - {'env'}))})")
+    kwargs = dict(hparams)
+    # seed/verbose/tensorboard_log are passed only to classes that take them.
+    for key, value in extras.items():
+        if key in names or var_kw:
+            kwargs.setdefault(key, value)
+    return kwargs
+
+
+def make_agent(name: str, env: Any, hyperparams: Mapping[str, Any] | None = None, preset: str | None = None,
+               seed: int | None = None, tensorboard_log: str | None = None, verbose: int = 0) -> Any:
+    """Build the agent ``name`` for ``env``.
+
+    name: a registered algorithm (``ppo``, ``sac``, ``a2c``, ``td3``, ``ddpg``, ``tqc``,
+    ``recurrent_ppo``, ``trpo``, ``reinforce``), a baseline spec (see
+    :func:`agents.baselines.make_baseline`; ``hyperparams`` become its options), or
+    ``package.module:Class`` for any class with the BaseAlgorithm interface.
+    hyperparams: overrides merged over the YAML defaults of ``preset`` (dotted keys such as
+    ``policy_kwargs.net_arch`` allowed).
+    """
+    if is_baseline_spec(name):
+        return make_baseline(name, env, **dict(hyperparams or {}))
+    key = name.lower()
+    if key in ALGORITHMS:
+        check_action_space(key, env)
+        cls = algorithm_class(key)
+        values = load_hyperparams(key, preset, hyperparams)
+    elif ":" in name:
+        cls = import_class(name)
+        values = load_hyperparams("", None, hyperparams)  # user classes have no YAML defaults
+    else:
+        raise _unknown(name)
+    action_dim = int(env.action_space.shape[0]) if isinstance(env.action_space, spaces.Box) else None
+    values = resolve_objects(values, action_dim)
+    names, _ = _accepted(cls)
+    if "policy" in names:
+        values.setdefault("policy", "MlpPolicy")
+    kwargs = _constructor_kwargs(cls, name, values,
+                                 {"seed": seed, "tensorboard_log": tensorboard_log, "verbose": verbose})
+    return cls(env=env, **kwargs)
+
+
+# Saving and loading --------------------------------------------------------------------------
+
+def _zip_path(path: str | Path) -> Path:
+    """Where SB3-style ``save(path)`` put its file: ``path`` or ``path.zip``."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    with_zip = Path(f"{path}.zip")
+    return with_zip if with_zip.is_file() else path
+
+
+def agent_target(model: Any) -> str:
+    """The registry name of ``model``'s class, or its ``module:Class`` path."""
+    cls = type(model)
+    for name, spec in ALGORITHMS.items():
+        module_name, _, attr = spec.target.partition(":")
+        module = sys.modules.get(module_name)
+        if module is not None and getattr(module, attr, None) is cls:
+            return name
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def save_agent(model: Any, path: str | Path) -> Path:
+    """``model.save(path)`` plus a small record of its algorithm, so :func:`load_agent` needs no name."""
+    model.save(str(path))
+    saved = _zip_path(path)
+    if not zipfile.is_zipfile(saved):
+        return saved  # a user format we cannot annotate; load_agent(..., algo=...) still works
+    with zipfile.ZipFile(saved) as archive:
+        if META_FILE in archive.namelist():
+            return saved
+    with zipfile.ZipFile(saved, "a") as archive:
+        archive.writestr(META_FILE, json.dumps({"algo": agent_target(model)}))
+    return saved
+
+
+def _guess_sb3_algo(data: Mapping[str, Any]) -> str | None:
+    """Recognise an SB3/sb3-contrib save by its policy module and its algorithm's own fields."""
+    policy_module = str(data.get("policy_class", {}).get("__module__", ""))
+    by_module = {"stable_baselines3.sac.policies": "sac", "sb3_contrib.tqc.policies": "tqc",
+                 "sb3_contrib.common.recurrent.policies": "recurrent_ppo"}
+    if policy_module in by_module:
+        return by_module[policy_module]
+    if policy_module == "stable_baselines3.td3.policies":
+        return "ddpg" if data.get("policy_delay") == 1 and data.get("target_policy_noise") == 0 else "td3"
+    if policy_module == "stable_baselines3.common.policies":
+        if "cg_max_steps" in data:
+            return "trpo"
+        return "ppo" if "n_epochs" in data else "a2c"
+    return None
+
+
+def _saved_algo(path: Path) -> str | None:
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        if "baseline.json" in names:
+            return "baseline"
+        if META_FILE in names:
+            return str(json.loads(archive.read(META_FILE))["algo"])
+        if "data" in names:
+            return _guess_sb3_algo(json.loads(archive.read("data")))
+    return None
+
+
+def load_agent(name_or_path: str | Path, env: Any = None, algo: str | None = None,
+               device: str = "auto") -> Any:
+    """Load a saved policy (SB3 zip, REINFORCE, baseline) or build a baseline from its name.
+
+    The algorithm is read from the file (see :func:`save_agent`) or recognised from SB3's own
+    fields; pass ``algo`` (a name or ``module:Class``) for anything else. With ``env`` the
+    spaces are checked (:func:`agents.spaces.check_spaces`) and the policy is attached to it.
+    """
+    path = _zip_path(name_or_path)
+    if not path.is_file():
+        text = str(name_or_path)
+        if is_baseline_spec(text):
+            return make_baseline(text, env)
+        if text.lower() in ALGORITHMS:
+            raise ValueError(f"{text!r} names an algorithm, not a policy: give the path of a saved policy "
+                             "or a baseline name")
+        raise ValueError(f"no saved policy at {text!r} and not a baseline name "
+                         f"(baselines: {', '.join(BASELINE_NAMES)})")
+    kind = algo or (_saved_algo(path) if zipfile.is_zipfile(path) else None)
+    if kind is None:
+        raise ValueError(f"{path}: cannot tell which algorithm saved this file; pass algo= "
+                         f"(one of {', '.join(ALGORITHMS)} or 'package.module:Class')")
+    if kind == "baseline":
+        return BaselinePolicy.load(path, env=env)
+    cls = algorithm_class(kind) if kind in ALGORITHMS else import_class(kind)
+    model = cls.load(str(path), device=device)  # type: ignore[attr-defined]
+    if env is None:
+        return model
+    # Check with our message first, then reload bound to env (SB3's set_env would refuse an env
+    # with another number of sub-envs than the policy was trained with).
+    check_spaces(model, env)
+    return cls.load(str(path), env=env, device=device)  # type: ignore[attr-defined]
