@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 
 from arkd_env import losses, models
 from arkd_env.config import ConfigError, EngineConfig
@@ -161,7 +162,7 @@ class Distiller:
         return _Rows(logits=logits[mask][..., : self.vocab_size])
 
     def _teacher_rows(self, batch: dict[str, Tensor]) -> _Rows:
-        with torch.no_grad():
+        with torch.no_grad(), record_function("arkd.teacher_forward"):
             return self._rows(self.teacher, self._teacher_head, batch)
 
     def _cached_teacher(self, indices: list[int], batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -221,15 +222,19 @@ class Distiller:
         """Loss of one micro-batch, its per-component values and the batch itself."""
         indices, batch, on_policy = self._training_batch()
         labels = batch["labels"][batch["loss_mask"]]
-        student = self._rows(self.student, self._student_head, batch)
+        with record_function("arkd.student_forward"):
+            student = self._rows(self.student, self._student_head, batch)
         names = tuple(weights)
         if self.cfg.teacher_cache and not on_policy:
             top_idx, top_logp = self._cached_teacher(indices, batch)
-            loss, parts = losses.mixed_divergence_topk(
-                student.as_logits(), top_idx, top_logp, [float(weights[n]) for n in names], components=names,
-                temperature=self.cfg.temperature, labels=labels, component_kwargs=self._kwargs_for(names))
+            with record_function("arkd.loss"):
+                loss, parts = losses.mixed_divergence_topk(
+                    student.as_logits(), top_idx, top_logp, [float(weights[n]) for n in names], components=names,
+                    temperature=self.cfg.temperature, labels=labels, component_kwargs=self._kwargs_for(names))
         else:
-            loss, parts = self.divergence(student, self._teacher_rows(batch), weights, labels)
+            teacher = self._teacher_rows(batch)
+            with record_function("arkd.loss"):
+                loss, parts = self.divergence(student, teacher, weights, labels)
         return loss, parts, batch
 
     def train_steps(self, weights: Mapping[str, float], n_steps: int) -> StepReport:
@@ -253,7 +258,8 @@ class Distiller:
             update_loss = torch.zeros((), device=self.device)
             for _ in range(self.cfg.grad_accum):
                 loss, parts, batch = self._update_loss(active)
-                (loss / self.cfg.grad_accum).backward()
+                with record_function("arkd.backward"):
+                    (loss / self.cfg.grad_accum).backward()
                 update_loss += loss.detach() / self.cfg.grad_accum
                 for name, value in parts.items():
                     totals[name] = totals.get(name, torch.zeros((), device=self.device)) + value.detach()
@@ -264,14 +270,16 @@ class Distiller:
                 failed.append(self.updates)
                 self.optimizer.zero_grad(set_to_none=True)
                 continue
-            self.optimizer.step()
+            with record_function("arkd.optimizer_step"):
+                self.optimizer.step()
             self.scheduler.step()
             self.updates += 1
             loss_total += update_loss
             grad_norms += grad_norm.detach()
         done = n_steps - len(failed)
         denominator = max(1, done * self.cfg.grad_accum)
-        features = self.features(batch)
+        with record_function("arkd.features"):
+            features = self.features(batch)
         features["grad_norm"] = grad_norms.item() / max(1, done)
         features["progress"] = min(1.0, self.updates / self.cfg.total_updates)
         return StepReport(components={k: v.item() / denominator for k, v in totals.items()}, features=features,
@@ -299,6 +307,10 @@ class Distiller:
         """Token-weighted validation FKL, RKL, JSD, their symmetric mean ``val_divergence`` = ½(FKL + RKL) to
         the teacher, and student CE/perplexity on the references;
         with ``generate``, ROUGE-L (and the synthetic suite's metrics) of sampled generations."""
+        with record_function("arkd.evaluate"):
+            return self._evaluate(generate)
+
+    def _evaluate(self, generate: bool) -> dict[str, float]:
         self.student.eval()
         sums = dict.fromkeys(EVAL_COMPONENTS, 0.0)
         tokens = 0

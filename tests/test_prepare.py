@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from arkd_env.config import load_preset
+from arkd_env.distiller import Distiller
+from arkd_env.prepare import prepare
+from arkd_env.tokenizer import build_synthetic_tokenizer
+
+ROWS = [{"instruction": f"Say the word number {i}.", "context": "" if i % 2 else f"The word is w{i}.",
+         "response": f"w{i} is the word.", "category": "open_qa"} for i in range(48)]
+
+
+def _gpt2_folder(path: Path, tokenizer: object, layers: int, width: int) -> str:
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=width, n_layer=layers, n_head=2, n_positions=128,  # type: ignore[arg-type]
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)  # type: ignore[attr-defined]
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)  # type: ignore[attr-defined]
+    return str(path)
+
+
+def _dolly_preset(tmp_path: Path, student_tokenizer: object | None = None) -> list[str]:
+    data = tmp_path / "dolly.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n")
+    tokenizer = build_synthetic_tokenizer([" ".join(r.values()) for r in ROWS] + ["Below is an instruction"])
+    teacher = _gpt2_folder(tmp_path / "teacher", tokenizer, layers=2, width=32)
+    student = _gpt2_folder(tmp_path / "student", student_tokenizer or tokenizer, layers=1, width=16)
+    return [f"engine.teacher.name_or_path={teacher}", f"engine.student.name_or_path={student}",
+            f"engine.data.source={data}", "engine.data.val_size=8", "engine.eval_size=8", "engine.batch_size=4",
+            "engine.rouge_size=0"]
+
+
+def test_hub_preset_runs_offline_on_local_copies_in_the_same_format(tmp_path: Path) -> None:
+    cfg = load_preset("gpt2-dolly", _dolly_preset(tmp_path)).engine
+    distiller = Distiller(cfg)
+    assert distiller.data.source.endswith("dolly.jsonl") and len(distiller.data.val) == 8
+    before = distiller.evaluate()["val_fkl"]
+    report = distiller.train_steps({"fkl": 1.0}, 3)
+    assert report.n_failed == 0 and math.isfinite(report.loss)
+    assert distiller.evaluate()["val_fkl"] < before
+
+
+def test_student_with_another_tokenizer_fails_before_training(tmp_path: Path) -> None:
+    other = build_synthetic_tokenizer(["completely different words here"])
+    cfg = load_preset("gpt2-dolly", _dolly_preset(tmp_path, student_tokenizer=other)).engine
+    with pytest.raises(ValueError, match=r"vocab"):
+        Distiller(cfg)
+
+
+def test_prepare_builds_once_and_reuses_the_cache() -> None:
+    cfg = load_preset("nano").engine
+    folder = prepare(cfg)
+    assert folder is not None and (folder / "complete").is_file()
+    stamp = (folder / "teacher" / "model.safetensors").stat().st_mtime_ns
+    assert prepare(cfg) == folder
+    assert (folder / "teacher" / "model.safetensors").stat().st_mtime_ns == stamp
+    changed = load_preset("nano", ["engine.teacher.pretrain_steps=1"]).engine
+    assert prepare(changed) != folder  # the cache is keyed by every value the teacher depends on
+
+
+def test_hub_presets_need_no_build() -> None:
+    assert prepare(load_preset("gpt2-dolly").engine) is None
+
+
+@pytest.mark.slow
+def test_smollm2_preset_distils_offline() -> None:
+    cfg = load_preset("smollm2", ["engine.data.num_examples=64", "engine.data.val_size=8", "engine.eval_size=4",
+                                  "engine.batch_size=2", "engine.data.max_length=64",
+                                  "engine.data.max_prompt_length=48"]).engine
+    distiller = Distiller(cfg)
+    assert distiller.vocab_size == 49152 and distiller.loss_path == "fused"
+    report = distiller.train_steps({"fkl": 0.5, "rkl": 0.5}, 1)
+    assert report.n_failed == 0 and math.isfinite(report.loss)
+    assert math.isfinite(distiller.evaluate()["val_divergence"])
