@@ -1,0 +1,137 @@
+"""The `arkd` command end to end on a shrunken nano preset (subprocesses, as CleanRL tests its scripts).
+
+One `arkd train` run is shared by the module: its folder layout, TensorBoard tags and checkpoints are
+checked, and its policy is then distilled, evaluated and compared.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from _cli_helpers import TINY, TINY_PPO, arkd, one_error_line
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from train.cli import main
+from train.runs import sanitize
+
+pytestmark = pytest.mark.slow
+
+SCALAR_TAGS = ["env/reward", "env/weight/fkl", "env/weight/rkl", "env/val/val_divergence", "env/val/val_fkl",
+               "env/loss", "rollout/ep_rew_mean", "train/loss"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    done = arkd("train", *TINY, *TINY_PPO, "--timesteps", "4", "--seed", "1", "--output-dir", str(out),
+                "--set", "run.reference_policies=[fkl]")
+    assert done.returncode == 0, done.stderr
+    (folder,) = out.iterdir()
+    assert folder.name.startswith("nano__ppo__1__")
+    assert f"run folder: {folder}" in done.stdout
+    return folder
+
+
+def test_train_writes_a_complete_run_folder(run_dir: Path) -> None:
+    for name in ("config.yaml", "run.json", "policy.zip", "metrics.json", "learning_curve.csv",
+                 "plots/learning_curve.png", "plots/weights.png", "plots/validation.png"):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["num_timesteps"] == 4 and metrics["episodes"] == 2
+    assert set(metrics["reference_returns"]) == {"fkl"}
+    assert math.isfinite(metrics["final_episode"]["val_divergence"])
+    # The saved config reproduces the run's settings.
+    dry = arkd("train", "--config", str(run_dir / "config.yaml"), "--dry-run")
+    assert dry.returncode == 0 and dry.stdout == (run_dir / "config.yaml").read_text()
+
+
+def test_tensorboard_has_documented_tags(run_dir: Path) -> None:
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    missing = [t for t in SCALAR_TAGS if t not in tags["scalars"]]
+    assert not missing
+    # A divergence is logged when it carried weight in the step (a weight of exactly 0 skips it).
+    assert {"env/divergence/fkl", "env/divergence/rkl"} & set(tags["scalars"])
+    assert "rollout/actions" in tags["histograms"]
+    assert "_hparams_/experiment" in acc.PluginTagToContent("hparams")
+    steps = [e.step for e in acc.Scalars("env/weight/fkl")]
+    assert steps == [1, 2, 3, 4]  # one point per env step
+    assert all(0.0 <= e.value <= 1.0 for e in acc.Scalars("env/weight/fkl"))
+
+
+def test_every_checkpoint_loads(run_dir: Path) -> None:
+    from agents.registry import load_agent
+
+    folders = sorted((run_dir / "checkpoints").iterdir())
+    assert [f.name for f in folders] == ["step_2", "step_4"]
+    for folder in folders:
+        model = load_agent(folder / "model.zip")
+        assert model.num_timesteps == json.loads((folder / "state.json").read_text())["num_timesteps"]
+
+
+def test_distill_evaluate_and_space_mismatch(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "distilled"
+    done = arkd("distill", "--policy", str(run_dir / "policy.zip"), *TINY, "--seed", "3", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert (out / "student" / "config.json").is_file() and (out / "student" / "tokenizer.json").is_file()
+    saved = json.loads((out / "metrics.json").read_text())
+    assert len(saved["steps"]) == 3 and saved["seed"] == 3
+    assert {"rouge_l", "exact_match", "tail_coverage", "val_divergence"} <= set(saved["metrics"])
+    # Evaluating the saved student on the same preset and seed reproduces the distill metrics.
+    assert main(["evaluate", str(out / "student"), *TINY, "--set", "engine.seed=3"]) == 0
+    evaluated = json.loads((out / "evaluation.json").read_text())["metrics"]
+    for key in ("val_fkl", "val_rkl", "val_ce", "rouge_l"):
+        assert evaluated[key] == pytest.approx(saved["metrics"][key], rel=1e-5), key
+    capsys.readouterr()
+    # A policy trained on the mix action space cannot drive a head_tail env.
+    code = main(["distill", "--policy", str(run_dir), *TINY, "--set", "env.action_mode=head_tail",
+                 "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "space mismatch" in one_error_line(capsys.readouterr().err)
+
+
+def test_compare_table_equals_metrics_json(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["compare", "--policies", f"linear:1->0,{run_dir / 'policy.zip'}", "--seeds", "2", *TINY,
+                 "--output-dir", str(tmp_path)])
+    assert code == 0
+    (out,) = [p for p in tmp_path.iterdir() if p.name.startswith("compare__nano__2__")]
+    table = json.loads((out / "table.json").read_text())
+    assert table["seeds"] == [100, 101] and table["policies"] == ["linear:1->0", run_dir.name]
+    for policy in table["policies"]:
+        folder = out / "runs" / sanitize(policy)
+        runs = [json.loads((folder / f"seed_{s}.json").read_text())["metrics"] for s in (100, 101)]
+        for metric, cell in table["rows"][policy].items():
+            values = [r[metric] for r in runs if r[metric] is not None]
+            if values:
+                assert cell["mean"] == pytest.approx(sum(values) / len(values), rel=1e-12), (policy, metric)
+    markdown = (out / "table.md").read_text()
+    mean = table["rows"]["linear:1->0"]["val_divergence"]["mean"]
+    assert f"{mean:.4g} ±" in markdown and markdown in capsys.readouterr().out
+    for name in ("table.csv", "plots/weights.png", "plots/validation.png"):
+        assert (out / name).is_file()
+
+
+def test_demo_on_nano(tmp_path: Path) -> None:
+    done = arkd("demo", *TINY, *TINY_PPO, "--timesteps", "2", "--output-dir", str(tmp_path),
+                "--set", "run.policies=[fkl, akl]", "--set", "run.eval_seeds=[5]")
+    assert done.returncode == 0, done.stderr
+    assert "| ppo (learned) |" in done.stdout and "| akl |" in done.stdout
+    assert "TensorBoard: tensorboard --logdir" in done.stdout
+    (run,) = tmp_path.iterdir()
+    assert (run / "compare" / "table.md").is_file() and (run / "plots" / "learning_curve.png").is_file()
+    acc = EventAccumulator(str(run / "tb"), size_guidance={"tensors": 0})
+    acc.Reload()
+    assert "comparison/table/text_summary" in acc.Tags()["tensors"]
+
+
+def test_prepare_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    done = arkd("prepare", "--preset", "nano")
+    assert done.returncode == 0 and "ready in" in done.stdout, done.stderr
+    for command in ("prepare", "train", "distill", "evaluate", "compare", "demo"):
+        with pytest.raises(SystemExit) as exited:
+            main([command, "--help"])
+        assert exited.value.code == 0 and "example:" in capsys.readouterr().out, command

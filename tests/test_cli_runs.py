@@ -1,0 +1,36 @@
+"""train/runs.py: run folder names cannot escape the output dir; atomic JSON without NaN."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from train.runs import atomic_write_text, create_run_dir, inside, read_json, sanitize, write_json
+
+
+@pytest.mark.parametrize(("raw", "safe"), [("../../etc", "etc"), ("a/b\\c", "a-b-c"), ("..", "run"),
+                                           ("pkg.mod:Class", "pkg.mod-Class"), ("fixed:0.3", "fixed-0.3")])
+def test_sanitize(raw: str, safe: str) -> None:
+    assert sanitize(raw) == safe
+
+
+def test_run_dirs_stay_inside(tmp_path: Path) -> None:
+    first = create_run_dir(tmp_path, "nano", "../../x", 0)
+    assert first.parent == tmp_path.resolve() and first.name.startswith("nano__x__0__")
+    second = create_run_dir(tmp_path, name="../evil")
+    assert second == tmp_path.resolve() / "evil"
+    assert create_run_dir(tmp_path, name="../evil").name == "evil-1"  # no collision
+    with pytest.raises(ValueError, match="outside the output directory"):
+        inside(tmp_path / ".." / "elsewhere", tmp_path)
+
+
+def test_json_is_atomic_and_nan_free(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "sub" / "m.json", {"a": math.nan, "b": [1.5, math.inf], "c": (1, 2)})
+    assert json.loads(path.read_text()) == {"a": None, "b": [1.5, None], "c": [1, 2]}
+    assert [p.name for p in path.parent.iterdir()] == ["m.json"]  # no temporary file left
+    atomic_write_text(path, "{broken")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_json(path)

@@ -1,0 +1,1 @@
+"""The `arkd` command line: configs, runs, TensorBoard, checkpoints, comparisons and plots."""

@@ -1,0 +1,390 @@
+"""The `arkd` command: prepare · train · distill · evaluate · compare · demo.
+
+Every user error (unknown preset, algorithm or policy; missing file; bad override; a policy that does not
+fit the env's spaces; a failed write such as a full disk) ends with one line on stderr and exit status 2;
+``--debug`` shows the traceback instead. Ctrl-C during `arkd train` saves a checkpoint and exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from arkd_env.config import ConfigError
+from train.config import RunConfig, load_run_config, replace
+from train.errors import Interrupted, UserError
+from train.progress import say
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, like every other ARKD error."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(EXIT_USER_ERROR)
+
+
+def _common(parser: argparse.ArgumentParser, output: bool = True) -> None:
+    parser.add_argument("--preset", default=None, help="preset in arkd_env/configs (default: embedded, or the "
+                        "preset named in --config)")
+    parser.add_argument("--config", default=None, metavar="FILE", help="YAML file merged over the preset")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set engine.lr=1e-3 (repeatable)")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    if output:
+        parser.add_argument("--output-dir", default=None, metavar="DIR",
+                            help="folder of run folders (default: run.output_dir, 'runs')")
+
+
+def _command(sub: Any, name: str, summary: str, example: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description=summary, epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="arkd", description="ARKD: learn when to use forward or reverse KL in LLM "
+                     "distillation.", epilog="example:\n  arkd demo --preset nano\n\nrun `arkd COMMAND --help` "
+                     "for each command", formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = _command(sub, "prepare", "Build and cache what a preset needs offline (tokenizer, trained teacher).",
+                 "arkd prepare --preset nano")
+    _common(p, output=False)
+    p.add_argument("--force", action="store_true", help="rebuild even when cached")
+
+    p = _command(sub, "train", "Learn a weighting policy with an RL agent; writes a run folder "
+                 "(config, TensorBoard events, checkpoints, policy.zip, metrics.json, plots).",
+                 "arkd train --algo ppo --preset nano --timesteps 64 --seed 1")
+    _common(p)
+    p.add_argument("--algo", default=None, help="agent: ppo, a2c, sac, td3, ddpg, tqc, trpo, recurrent_ppo, "
+                   "reinforce or package.module:Class")
+    p.add_argument("--timesteps", type=int, default=None, help="env steps to learn for (run.timesteps)")
+    p.add_argument("--seed", type=int, default=None, help="agent seed (run.seed)")
+    p.add_argument("--name", default=None, help="run folder name instead of <preset>__<algo>__<seed>__<time>")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="env steps between checkpoints, rounded up to whole episodes")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue RUN_DIR from its latest complete checkpoint (only --timesteps may change)")
+    p.add_argument("--n-envs", type=int, default=None, help="parallel envs (SubprocVecEnv when > 1)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run envs as Ray actors: local Ray, or the cluster at ADDRESS")
+    p.add_argument("--gpus-per-env", type=float, default=None, help="GPUs per Ray env actor (fractions ok)")
+
+    p = _command(sub, "distill", "One full distillation run driven by a policy; saves the student as a "
+                 "Hugging Face folder plus metrics.json.",
+                 "arkd distill --policy linear:1->0 --preset nano   (or fkl, rkl, akl, greedy, fixed:0.3, "
+                 "RUN_DIR/policy.zip)")
+    _common(p)
+    p.add_argument("--policy", required=True, help="fkl | rkl | akl | greedy | cosine | fixed:A | "
+                   "linear:A->B | RUN_DIR | RUN_DIR/policy.zip")
+    p.add_argument("--seed", type=int, default=None, help="engine seed: student init and data order "
+                   "(engine.seed)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: a new run folder)")
+
+    p = _command(sub, "evaluate", "Evaluate a saved student against the preset's teacher and validation set.",
+                 "arkd evaluate runs/nano__distill-fkl__0__20250101-120000/student --preset nano")
+    _common(p, output=False)
+    p.add_argument("student_dir", metavar="STUDENT_DIR", help="Hugging Face folder of the student")
+    p.add_argument("--out", default=None, metavar="FILE", help="metrics JSON (default: "
+                   "STUDENT_DIR/../evaluation.json)")
+
+    p = _command(sub, "compare", "Run several policies on the same engine seeds; write a mean ± std table "
+                 "(Markdown, CSV, JSON) with the best per column marked, plus plots.",
+                 "arkd compare --policies fkl,rkl,akl,greedy,runs/RUN/policy.zip --seeds 3 --preset nano")
+    _common(p)
+    p.add_argument("--policies", required=True, help="comma-separated policy specs (as for distill)")
+    p.add_argument("--seeds", default=None, help="a count N (the first N of run.eval_seeds, or 100.. when "
+                   "more) or a comma-separated list of engine seeds")
+
+    p = _command(sub, "demo", "Prepare, learn a PPO policy on a short budget, compare it with fixed "
+                 "baselines on held-out seeds, print the table and where the logs and plots are.",
+                 "arkd demo            (embedded default, about 10 minutes on 2 CPU cores)")
+    _common(p)
+    p.add_argument("--timesteps", type=int, default=None, help="PPO budget in env steps (run.timesteps)")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------- config
+def _config(args: argparse.Namespace, **sections: dict[str, Any]) -> RunConfig:
+    cfg = load_run_config(args.preset, args.config, args.overrides)
+    changes = {k: {f: v for f, v in values.items() if v is not None} for k, values in sections.items()}
+    if getattr(args, "output_dir", None):
+        changes.setdefault("run", {})["output_dir"] = args.output_dir
+    changes = {k: v for k, v in changes.items() if v}
+    if changes:
+        try:
+            cfg = replace(cfg, **changes)
+        except ConfigError as err:
+            raise ConfigError(f"command line: {err}") from None
+    return cfg
+
+
+def _dry_run(cfg: RunConfig) -> int:
+    print(cfg.to_yaml(), end="")
+    return 0
+
+
+def _quiet_libraries() -> None:
+    """Keep stderr for ARKD's own messages and progress bars."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+
+
+def _seed_list(text: str | None, cfg: RunConfig) -> list[int]:
+    if text is None:
+        return list(cfg.run.eval_seeds)
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            count = int(text)
+            if count < 1:
+                raise UserError(f"--seeds {text}: must be >= 1")
+            base = list(cfg.run.eval_seeds)
+            seeds = base[:count] + [max(base) + 1 + i for i in range(max(0, count - len(base)))]
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected a count or comma-separated integers") from None
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise UserError(f"--seeds {text!r}: seeds must be distinct and at least one")
+    return seeds
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_prepare(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if args.dry_run:
+        return _dry_run(cfg)
+    from arkd_env.prepare import prepare
+
+    say(f"preparing preset {cfg.preset!r} (cached under $ARKD_CACHE_DIR or ~/.cache/arkd) ...")
+    start = time.perf_counter()
+    path = prepare(cfg.engine, force=args.force)
+    if path is None:
+        say("nothing to build: this preset loads its models and data by name")
+    else:
+        say(f"ready in {time.perf_counter() - start:.1f}s: {path}")
+    return 0
+
+
+def _train_config(args: argparse.Namespace) -> tuple[RunConfig, Path | None]:
+    from train.trainer import load_run
+
+    if args.resume is not None:
+        changed = [flag for flag, value in (("--algo", args.algo), ("--seed", args.seed), ("--set", args.overrides),
+                                            ("--config", args.config), ("--preset", args.preset),
+                                            ("--n-envs", args.n_envs), ("--ray", args.ray),
+                                            ("--name", args.name)) if value]
+        if changed:
+            raise UserError(f"--resume continues a run with its saved config; {changed[0]} cannot change it "
+                            "(only --timesteps can)")
+        run_dir = Path(args.resume)
+        cfg = load_run(run_dir)
+        if args.timesteps is not None:
+            cfg = replace(cfg, run={"timesteps": args.timesteps})
+        return cfg, run_dir
+    agent: dict[str, Any] = {"algo": args.algo, "n_envs": args.n_envs, "gpus_per_env": args.gpus_per_env}
+    if args.ray is not None:
+        agent["vec_env"] = "ray"
+        agent["ray_address"] = None if args.ray == "local" else args.ray
+    cfg = _config(args, agent=agent, run={"timesteps": args.timesteps, "seed": args.seed,
+                                          "checkpoint_every": args.checkpoint_every})
+    return cfg, None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from train import runs, trainer
+
+    cfg, run_dir = _train_config(args)
+    if args.dry_run:
+        return _dry_run(cfg)
+    trainer.check_algo(cfg)
+    if run_dir is None:
+        run_dir = runs.create_run_dir(cfg.run.output_dir, cfg.preset, cfg.agent.algo, cfg.run.seed,
+                                      name=args.name)
+        say(f"run folder: {run_dir}")
+    else:
+        say(f"resuming {run_dir}")
+    _quiet_libraries()
+    result = trainer.train(cfg, run_dir, resume=args.resume is not None)
+    final = result.metrics.get("final_episode", {})
+    say(f"learned for {result.num_timesteps} env steps; policy: {run_dir / runs.POLICY_FILE}")
+    if final:
+        say(f"final episode return {final.get('episode_return', float('nan')):.4f}, val_divergence "
+            f"{final.get('val_divergence', float('nan')):.4f}")
+    say(f"TensorBoard: tensorboard --logdir {run_dir / trainer.TB_DIR}    plots: {run_dir / 'plots'}")
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from train import runs
+    from train.distill import STUDENT_DIR, distill
+    from train.episode import check_spec, label
+
+    cfg = _config(args, engine={"seed": args.seed})
+    if args.dry_run:
+        return _dry_run(cfg)
+    check_spec(args.policy)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        out = runs.create_run_dir(cfg.run.output_dir, cfg.preset, f"distill-{label(args.policy)}", cfg.engine.seed)
+    _quiet_libraries()
+    say(f"distilling with policy {args.policy} on preset {cfg.preset!r}, engine seed {cfg.engine.seed} ...")
+    result = distill(cfg, args.policy, cfg.engine.seed, out)
+    say(_metrics_line({"episode_return": result.episode_return, **result.metrics}))
+    say(f"student: {out / STUDENT_DIR}    metrics: {out / runs.METRICS_FILE}")
+    return 0
+
+
+def _metrics_line(metrics: dict[str, float]) -> str:
+    keys = ("episode_return", "val_divergence", "val_fkl", "val_rkl", "val_ce", "rouge_l", "exact_match")
+    return "  ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from train.distill import evaluate_student
+    from train.runs import write_json
+
+    cfg = _config(args)
+    if args.dry_run:
+        return _dry_run(cfg)
+    student = Path(args.student_dir)
+    _quiet_libraries()
+    metrics = evaluate_student(cfg, student)
+    out = Path(args.out) if args.out else student.resolve().parent / "evaluation.json"
+    write_json(out, {"student": str(student), "preset": cfg.preset, "metrics": metrics})
+    say(_metrics_line(metrics))
+    say(f"metrics: {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from train import runs
+    from train.compare import run_compare
+    from train.episode import check_spec
+
+    cfg = _config(args)
+    specs = [s.strip() for s in args.policies.split(",") if s.strip()]
+    if not specs:
+        raise UserError("--policies: give at least one policy")
+    seeds = _seed_list(args.seeds, cfg)
+    if args.dry_run:
+        return _dry_run(cfg)
+    for spec in specs:
+        check_spec(spec)
+    out = runs.create_run_dir(cfg.run.output_dir, "compare", cfg.preset, len(seeds))
+    _quiet_libraries()
+    say(f"comparing {len(specs)} policies on engine seeds {seeds}; results in {out}")
+    comparison = run_compare(cfg, specs, seeds, out)
+    print(comparison.table.markdown())
+    say(f"table: {out / 'table.md'} (.csv, .json)    plots: {out / 'plots'}    "
+        f"TensorBoard: tensorboard --logdir {out / 'tb'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from arkd_env.prepare import prepare
+    from train import compare, plots, runs, trainer
+
+    cfg = _config(args, agent={"algo": "ppo"}, run={"timesteps": args.timesteps})
+    cfg = replace(cfg, run={"final_eval": False, "reference_policies": []})
+    if args.dry_run:
+        return _dry_run(cfg)
+    trainer.check_algo(cfg)
+    for spec in cfg.run.policies:
+        from train.episode import check_spec
+
+        check_spec(spec)
+    _quiet_libraries()
+    start = time.perf_counter()
+    say(f"[1/3] preparing preset {cfg.preset!r} ...")
+    prepare(cfg.engine)
+    run_dir = runs.create_run_dir(cfg.run.output_dir, cfg.preset, "ppo", cfg.run.seed)
+    say(f"[2/3] learning a PPO weighting policy for {cfg.run.timesteps} env steps in {run_dir} ...")
+    trainer.train(cfg, run_dir, evaluate=False)
+    specs = [str(run_dir / runs.POLICY_FILE), *cfg.run.policies]
+    seeds = list(cfg.run.eval_seeds)
+    say(f"[3/3] comparing the learned policy with {', '.join(cfg.run.policies)} on held-out seeds {seeds} ...")
+    names = [f"{cfg.agent.algo} (learned)", *compare.unique_labels(cfg.run.policies)]
+    comparison = compare.run_compare(cfg, specs, seeds, run_dir / "compare", names=names)
+    from train.callbacks import read_learning_curve
+
+    references = {name: float(sum(r.episode_return for r in rs) / len(rs))
+                  for name, rs in comparison.runs.items() if name in cfg.run.policies}
+    plots.learning_curve(read_learning_curve(run_dir), references, run_dir / "plots" / "learning_curve.png")
+    first = {name: rs[0].steps for name, rs in comparison.runs.items()}
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / trainer.TB_DIR))
+    compare.write_tensorboard(comparison.table, first, run_dir / trainer.TB_DIR, writer)
+    writer.close()
+    runs.write_json(run_dir / runs.METRICS_FILE, {"table": comparison.table.to_json(),
+                                                  "wall_s": time.perf_counter() - start})
+    print(comparison.table.markdown())
+    say(f"done in {time.perf_counter() - start:.0f}s")
+    say(f"table: {run_dir / 'compare' / 'table.md'}   plots: {run_dir / 'plots'} and {run_dir / 'compare' / 'plots'}")
+    say(f"TensorBoard: tensorboard --logdir {run_dir}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "prepare": cmd_prepare, "train": cmd_train, "distill": cmd_distill, "evaluate": cmd_evaluate,
+    "compare": cmd_compare, "demo": cmd_demo,
+}
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    return text
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    if not args.debug:
+        warnings.filterwarnings("ignore")
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        return COMMANDS[args.command](args)
+    except Interrupted as err:
+        print(f"arkd {args.command}: {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print(f"arkd {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (UserError, ConfigError, ValueError, OSError, ImportError) as err:
+        if args.debug:
+            raise
+        print(f"arkd {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,204 @@
+"""The `arkd` command's typed configuration: the engine and env sections of arkd_env plus agent and run.
+
+A :class:`RunConfig` is built in layers, each checked before the next is added, so an error names the
+layer that caused it: the preset file (``arkd_env/configs/<preset>.yaml``), then ``--config FILE``, then
+the ``--set a.b=value`` overrides. The resolved config is written to every run folder as ``config.yaml``;
+``arkd train --config RUN_DIR/config.yaml`` reproduces the run from it alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from arkd_env.config import (
+    ConfigError,
+    EngineConfig,
+    EnvConfig,
+    apply_overrides,
+    from_dict,
+    parse_override,
+    preset_path,
+    read_yaml,
+    to_dict,
+)
+
+DEFAULT_PRESET = "embedded"
+VEC_ENVS = ("auto", "dummy", "subproc", "ray")
+SECTIONS = ("engine", "env", "agent", "run")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+def _check(condition: bool, key: str, value: Any, requirement: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}={value!r}: {requirement}")
+
+
+@dataclass
+class AgentConfig:
+    """Which RL agent learns the weighting policy, and how its environments are run."""
+
+    algo: str = _help("Agent: ppo, a2c, sac, td3, ddpg, tqc, trpo, recurrent_ppo, reinforce or "
+                      "'package.module:Class'.", default="ppo")
+    hparams: dict[str, Any] = _help("Constructor arguments merged over agents/hyperparams/<algo>.yaml "
+                                    "(e.g. agent.hparams.learning_rate=1e-3).", default_factory=dict)
+    n_envs: int = _help("Environments stepped in parallel (one distillation run each).", default=1)
+    vec_env: str = _help("'auto' (DummyVecEnv for 1 env, SubprocVecEnv otherwise), 'dummy', 'subproc' "
+                         "or 'ray'.", default="auto")
+    ray_address: str | None = _help("Ray cluster address ('auto', 'HOST:6379', 'ray://HOST:10001'); "
+                                    "None starts Ray locally.", default=None)
+    cpus_per_env: float = _help("CPUs Ray reserves for each environment actor.", default=1.0)
+    gpus_per_env: float = _help("GPUs Ray reserves for each environment actor (fractions share one).",
+                                default=0.0)
+    step_timeout: float | None = _help("Seconds a Ray env step may take before its actor is replaced.",
+                                       default=None)
+    device: str = _help("Torch device of the agent's networks ('auto', 'cpu', 'cuda').", default="cpu")
+
+    def __post_init__(self) -> None:
+        _check(bool(self.algo.strip()), "agent.algo", self.algo, "must name an agent")
+        _check(self.n_envs >= 1, "agent.n_envs", self.n_envs, "must be >= 1")
+        _check(self.vec_env in VEC_ENVS, "agent.vec_env", self.vec_env, f"must be one of {VEC_ENVS}")
+        _check(self.cpus_per_env > 0, "agent.cpus_per_env", self.cpus_per_env, "must be > 0")
+        _check(self.gpus_per_env >= 0, "agent.gpus_per_env", self.gpus_per_env, "must be >= 0")
+        _check(self.step_timeout is None or self.step_timeout > 0, "agent.step_timeout", self.step_timeout,
+               "must be > 0 or null")
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "agent.device",
+               self.device, "must be auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class RunOptions:
+    """Budget, seeds, checkpoints, output folder and the policies a comparison runs."""
+
+    seed: int = _help("Seed of the agent (network initialisation, exploration).", default=0)
+    timesteps: int = _help("Env steps the agent learns for (each env step = updates_per_step student "
+                           "updates and a validation pass).", default=64)
+    checkpoint_every: int = _help("Env steps between checkpoints, rounded up to whole episodes of all envs "
+                                  "(0: one per episode).", default=0)
+    keep_checkpoints: int = _help("Most recent checkpoints kept on disk.", default=2)
+    output_dir: str = _help("Folder under which run folders are created.", default="runs")
+    eval_seeds: list[int] = _help("Held-out engine seeds (student init, data order) for compare/demo; "
+                                  "distinct from engine.seed used in training.",
+                                  default_factory=lambda: [100, 101, 102])
+    policies: list[str] = _help("Policies `arkd demo` compares with the learned one.",
+                                default_factory=lambda: ["fkl", "rkl", "fixed:0.5", "akl"])
+    reference_policies: list[str] = _help("Fixed policies whose returns are drawn on the learning curve "
+                                          "at the end of `arkd train` ([] to skip).",
+                                          default_factory=lambda: ["fkl", "rkl"])
+    final_eval: bool = _help("After training, run one deterministic episode of the learned policy.",
+                             default=True)
+
+    def __post_init__(self) -> None:
+        _check(self.timesteps >= 1, "run.timesteps", self.timesteps, "must be >= 1")
+        _check(self.checkpoint_every >= 0, "run.checkpoint_every", self.checkpoint_every, "must be >= 0")
+        _check(self.keep_checkpoints >= 1, "run.keep_checkpoints", self.keep_checkpoints, "must be >= 1")
+        _check(bool(self.output_dir.strip()), "run.output_dir", self.output_dir, "must not be empty")
+        _check(len(self.eval_seeds) >= 1, "run.eval_seeds", self.eval_seeds, "must list at least one seed")
+        _check(len(set(self.eval_seeds)) == len(self.eval_seeds), "run.eval_seeds", self.eval_seeds,
+               "must not repeat a seed")
+
+
+@dataclass
+class RunConfig:
+    """Everything one `arkd` run needs; saved as ``config.yaml`` in its run folder."""
+
+    preset: str = _help("Preset the config started from (arkd_env/configs/<preset>.yaml).",
+                        default=DEFAULT_PRESET)
+    engine: EngineConfig = _help("The distillation engine.", default_factory=EngineConfig)
+    env: EnvConfig = _help("The RL environment around it.", default_factory=EnvConfig)
+    agent: AgentConfig = _help("The learning agent.", default_factory=AgentConfig)
+    run: RunOptions = _help("Budget, seeds, checkpoints and outputs.", default_factory=RunOptions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
+
+
+def _typed(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` as a string; a command-line number should be a number."""
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        text = value.strip()
+        return int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+    return value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["a.b=1e-3", ...]`` -> ``{"a.b": 0.001}``; every key must start with a known section."""
+    result: dict[str, Any] = {}
+    for item in items:
+        path, value = parse_override(item)
+        if path[0] not in ("preset", *SECTIONS) or (path[0] == "preset" and len(path) > 1):
+            raise ConfigError(f"--set {item}: unknown section {path[0]!r} (known: {', '.join(SECTIONS)})")
+        result[".".join(path)] = _typed(value)
+    return result
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    result = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def build(values: dict[str, Any], source: str) -> RunConfig:
+    """A RunConfig from a plain mapping; errors name ``source`` and the key."""
+    return from_dict(RunConfig, values, source)
+
+
+def load_run_config(preset: str | None = None, config_file: str | Path | None = None,
+                    overrides: list[str] | None = None) -> RunConfig:
+    """Preset file <- ``config_file`` <- ``overrides``; each layer is validated on its own.
+
+    ``preset`` None takes the ``preset`` named in ``config_file``, else the embedded default.
+    """
+    file_values = read_yaml(config_file) if config_file is not None else {}
+    set_values = parse_overrides(overrides or [])
+    name = preset or set_values.pop("preset", None) or file_values.get("preset") or DEFAULT_PRESET
+    set_values.pop("preset", None)
+    if not isinstance(name, str):
+        raise ConfigError(f"{config_file}: preset={name!r}: expected a preset name")
+    path = preset_path(name)
+    values = {**read_yaml(path), "preset": name}
+    build(values, str(path))
+    if config_file is not None:
+        values = _merge(values, {**file_values, "preset": name})
+        build(values, str(config_file))
+    if set_values:
+        values = apply_overrides(values, set_values)
+        cfg = build(values, "--set")
+    else:
+        cfg = build(values, str(config_file or path))
+    return cfg
+
+
+def replace(cfg: RunConfig, **sections: Any) -> RunConfig:
+    """A copy of ``cfg`` with fields of sections replaced: ``replace(cfg, run={"seed": 3})``."""
+    new = copy.deepcopy(cfg)
+    for section, changes in sections.items():
+        setattr(new, section, dataclasses.replace(getattr(new, section), **changes))
+    return new
+
+
+def field_help(cls: type) -> list[tuple[str, str, Any]]:
+    """(name, help, default) of each field of a config dataclass, for documentation."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        rows.append((f.name, str(f.metadata.get("help", "")), default))
+    return rows

@@ -1,0 +1,63 @@
+"""`arkd distill` (one full distillation run driven by a policy) and `arkd evaluate` (a saved student)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from train import plots
+from train.config import RunConfig
+from train.episode import EpisodeResult, check_spec, play
+from train.runs import CONFIG_FILE, METRICS_FILE, atomic_write_text, write_json
+
+STUDENT_DIR = "student"
+
+
+def distill(cfg: RunConfig, spec: str, seed: int, out_dir: Path) -> EpisodeResult:
+    """Run the episode, save the student (Hugging Face folder), metrics.json, config and plots."""
+    check_spec(spec)
+    result, env = play(cfg, spec, seed)
+    try:
+        env.unwrapped.distiller.save_student(out_dir / STUDENT_DIR)
+    finally:
+        env.close()
+    atomic_write_text(out_dir / CONFIG_FILE, cfg.to_yaml())
+    write_json(out_dir / METRICS_FILE, result.summary())
+    plots.weight_trajectories({result.policy: result.steps}, out_dir / "plots" / "weights.png")
+    plots.validation_curves({result.policy: result.steps}, out_dir / "plots" / "validation.png")
+    return result
+
+
+def _embedding_rows(model: Any) -> int:
+    return int(model.get_input_embeddings().weight.shape[0])
+
+
+def evaluate_student(cfg: RunConfig, student_dir: Path) -> dict[str, float]:
+    """Validation divergences to the preset's teacher and generation metrics of a saved student."""
+    from transformers import AutoModelForCausalLM
+
+    from arkd_env import models
+    from arkd_env.distiller import Distiller
+    from arkd_env.prepare import Assets, load_assets
+
+    if not student_dir.is_dir():
+        raise FileNotFoundError(f"{student_dir}: student folder not found")
+    if not (student_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{student_dir}: not a Hugging Face model folder (no config.json)")
+    device = models.pick_device(cfg.engine.device)
+    assets = load_assets(cfg.engine, device)
+    try:
+        student = AutoModelForCausalLM.from_pretrained(str(student_dir))
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{student_dir}: cannot load the student ({err})") from None
+    rows = _embedding_rows(student)
+    if rows < assets.vocab_size:
+        raise ValueError(f"{student_dir}: the student has {rows} token embeddings but preset "
+                         f"{cfg.preset!r} uses a vocabulary of {assets.vocab_size}; evaluate it with the "
+                         "preset it was distilled on")
+    if (student_dir / "tokenizer.json").is_file() or (student_dir / "tokenizer_config.json").is_file():
+        models.check_tokenizers(assets.tokenizer, models.load_tokenizer(str(student_dir)))
+    injected = Assets(tokenizer=assets.tokenizer, teacher=assets.teacher, student=student.to(device),  # type: ignore[arg-type]
+                      data=assets.data, vocab_size=assets.vocab_size)
+    distiller = Distiller(cfg.engine, assets=injected, device=device)
+    return {k: float(v) for k, v in distiller.evaluate(generate=True).items()}

@@ -1,0 +1,66 @@
+"""Building distillation environments from a RunConfig: one env, or a VecEnv for an agent."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+
+from arkd_env.config import EngineConfig, EnvConfig
+from train.config import RunConfig
+
+ENV_ID = "arkd_env/Distill-v0"
+
+
+def make_env(preset: str, engine: EngineConfig, env_config: EnvConfig) -> gym.Env:
+    """One DistillEnv built from resolved configs (picklable via functools.partial for subprocesses)."""
+    import arkd_env  # noqa: F401  (registers the env id in this process)
+
+    return gym.make(ENV_ID, preset=preset, engine=engine, env_config=env_config, disable_env_checker=True)
+
+
+def configs_for(cfg: RunConfig, engine_seed: int | None = None,
+                env_overrides: Mapping[str, Any] | None = None) -> tuple[EngineConfig, EnvConfig]:
+    engine = cfg.engine if engine_seed is None else dataclasses.replace(cfg.engine, seed=engine_seed)
+    env = dataclasses.replace(cfg.env, **dict(env_overrides)) if env_overrides else cfg.env
+    return engine, env
+
+
+def single_env(cfg: RunConfig, engine_seed: int | None = None,
+               env_overrides: Mapping[str, Any] | None = None) -> gym.Env:
+    engine, env = configs_for(cfg, engine_seed, env_overrides)
+    return make_env(cfg.preset, engine, env)
+
+
+def vec_kind(cfg: RunConfig) -> str:
+    kind = cfg.agent.vec_env
+    if kind == "auto":
+        return "dummy" if cfg.agent.n_envs == 1 else "subproc"
+    return kind
+
+
+def make_vec_env(cfg: RunConfig) -> Any:
+    """The VecEnv the agent learns on (wrapped in VecMonitor for episode returns)."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
+
+    fns = [functools.partial(make_env, cfg.preset, cfg.engine, cfg.env) for _ in range(cfg.agent.n_envs)]
+    kind = vec_kind(cfg)
+    venv: Any
+    if kind == "dummy":
+        venv = DummyVecEnv(fns)  # type: ignore[arg-type]
+    elif kind == "subproc":
+        venv = SubprocVecEnv(fns)  # type: ignore[arg-type]
+    else:
+        from arkd_env.vec import init_ray, ray_available
+
+        if not ray_available():
+            raise ImportError('--ray needs Ray, which is not installed: pip install "arkd[ray]"')
+        init_ray(cfg.agent.ray_address)
+        from arkd_env.vec import RayVecEnv
+
+        venv = RayVecEnv(fns, num_cpus_per_env=cfg.agent.cpus_per_env,  # type: ignore[arg-type]
+                         num_gpus_per_env=cfg.agent.gpus_per_env, step_timeout=cfg.agent.step_timeout)
+    return VecMonitor(venv)

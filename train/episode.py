@@ -1,0 +1,114 @@
+"""One distillation run (one env episode) driven by a policy: a baseline spec or a saved agent."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from train.config import RunConfig
+from train.envs import single_env
+from train.runs import POLICY_FILE
+
+
+@dataclass
+class EpisodeResult:
+    """What one distillation run did and reached."""
+
+    policy: str
+    seed: int
+    episode_return: float
+    steps: list[dict[str, Any]] = field(default_factory=list)  # per env step: weights, reward, val
+    metrics: dict[str, float] = field(default_factory=dict)  # final validation + generation metrics
+    wall_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"policy": self.policy, "seed": self.seed, "wall_s": self.wall_s,
+                "metrics": {"episode_return": self.episode_return, **self.metrics}, "steps": self.steps}
+
+
+def is_baseline(spec: str) -> bool:
+    from agents.baselines import is_baseline_spec
+
+    return is_baseline_spec(spec)
+
+
+def policy_path(spec: str) -> Path:
+    """The policy file a non-baseline spec points to: a file, or a run folder holding policy.zip."""
+    path = Path(spec)
+    if path.is_dir():
+        path = path / POLICY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{spec}: no such policy file (and not a baseline: fkl, rkl, akl, greedy, "
+                                "cosine, random, fixed:<a>, linear:<a>-><b>)")
+    return path
+
+
+def label(spec: str) -> str:
+    """A short name for tables and plots: the spec, or the run folder's name for a saved policy."""
+    if is_baseline(spec):
+        return spec.strip().lower()
+    path = Path(spec)
+    if path.name == POLICY_FILE or path.is_dir():
+        return (path if path.is_dir() else path.parent).resolve().name or str(path)
+    return path.stem
+
+
+def env_overrides(spec: str) -> dict[str, Any]:
+    if is_baseline(spec):
+        from agents.baselines import baseline_env_overrides
+
+        return baseline_env_overrides(spec)
+    return {}
+
+
+def check_spec(spec: str) -> None:
+    """Fail before any env is built when ``spec`` is neither a baseline nor an existing file."""
+    if is_baseline(spec):
+        from agents.baselines import make_baseline
+
+        make_baseline(spec, None)  # parses fixed:/linear: values
+    else:
+        policy_path(spec)
+
+
+def load_policy(spec: str, env: Any) -> Any:
+    from agents.baselines import make_baseline
+    from agents.registry import load_agent
+
+    if is_baseline(spec):
+        return make_baseline(spec, env)
+    return load_agent(policy_path(spec), env=env, device="cpu")
+
+
+def run_episode(policy: Any, env: Any, name: str, seed: int, generate: bool = True) -> EpisodeResult:
+    """Play one episode with deterministic actions; evaluate the final student (with generations)."""
+    start = time.perf_counter()
+    obs, info = env.reset(seed=seed)
+    steps: list[dict[str, Any]] = [{"step": 0, "weights": info.get("weights", {}), "reward": 0.0,
+                                    "val": info.get("val", {})}]
+    state: Any = None
+    episode_start = np.ones((1,), dtype=bool)
+    total, done = 0.0, False
+    while not done:
+        action, state = policy.predict(obs, state=state, episode_start=episode_start, deterministic=True)
+        episode_start = np.zeros((1,), dtype=bool)
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        done = bool(terminated or truncated)
+        steps.append({"step": int(info.get("step", len(steps))), "weights": info.get("weights", {}),
+                      "reward": float(reward), "val": info.get("val", {})})
+    distiller = env.unwrapped.distiller
+    metrics = {k: float(v) for k, v in distiller.evaluate(generate=generate).items()}
+    return EpisodeResult(policy=name, seed=seed, episode_return=total, steps=steps, metrics=metrics,
+                         wall_s=time.perf_counter() - start)
+
+
+def play(cfg: RunConfig, spec: str, seed: int, generate: bool = True) -> tuple[EpisodeResult, Any]:
+    """Build the env ``spec`` needs on engine seed ``seed``, play one episode, return result and env."""
+    env = single_env(cfg, engine_seed=seed, env_overrides=env_overrides(spec))
+    policy = load_policy(spec, env)
+    return run_episode(policy, env, label(spec), seed, generate), env

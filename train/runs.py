@@ -1,0 +1,109 @@
+"""Run folders: safe names, atomic file writes and the JSON form of metrics.
+
+A run folder is ``<output_dir>/<preset>__<algo>__<seed>__<timestamp>/``. Every part of the name that
+comes from the user is reduced to ``[A-Za-z0-9._-]`` and the final path is checked to lie inside the
+output directory, so no name can write elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+POLICY_FILE = "policy.zip"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def sanitize(part: str, fallback: str = "run") -> str:
+    """A single safe path component: unsafe characters become '-', no leading dots, at most 80 chars."""
+    text = _UNSAFE.sub("-", str(part)).strip("-.")
+    return text[:80] or fallback
+
+
+def inside(path: Path, root: Path) -> Path:
+    """``path`` resolved, or ValueError when it escapes ``root``."""
+    resolved, base = path.resolve(), root.resolve()
+    if resolved != base and base not in resolved.parents:
+        raise ValueError(f"{path}: outside the output directory {root}")
+    return resolved
+
+
+def run_name(*parts: str | int) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return "__".join([*(sanitize(str(p)) for p in parts), stamp])
+
+
+def create_run_dir(output_dir: str | Path, *parts: str | int, name: str | None = None) -> Path:
+    """Make a fresh run folder under ``output_dir`` (a numeric suffix avoids collisions)."""
+    root = Path(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    base = sanitize(name) if name else run_name(*parts)
+    for attempt in range(1000):
+        candidate = inside(root / (base if attempt == 0 else f"{base}-{attempt}"), root)
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise ValueError(f"{root / base}: cannot create a fresh run folder")
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe copy: NaN/inf become null, numpy scalars become Python numbers, tuples lists."""
+    if isinstance(value, Mapping):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    return atomic_write_text(path, json.dumps(clean(data), indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+def require_run_dir(path: str | Path) -> Path:
+    """A run folder written by `arkd train`, or FileNotFoundError naming what is missing."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: run folder not found")
+    if not (path / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{path}: not a run folder (no {CONFIG_FILE})")
+    return path

@@ -1,0 +1,192 @@
+"""`arkd train`: learn a weighting policy, with TensorBoard, checkpoints, resume and a final evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from train import checkpoints, plots
+from train.callbacks import (
+    CheckpointCallback,
+    LearningCurveCallback,
+    ProgressCallback,
+    TensorBoardCallback,
+    read_learning_curve,
+    truncate_learning_curve,
+)
+from train.config import RunConfig, build
+from train.envs import make_vec_env, single_env, vec_kind
+from train.episode import play, run_episode
+from train.errors import Interrupted
+from train.runs import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    POLICY_FILE,
+    atomic_write_text,
+    read_json,
+    require_run_dir,
+    write_json,
+)
+
+RUN_INFO = "run.json"
+RUN_FORMAT = 1
+TB_DIR = "tb"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    num_timesteps: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def check_algo(cfg: RunConfig) -> None:
+    """Unknown or unusable agent names fail before any env is built."""
+    from agents.registry import ALGORITHMS, algorithm_class, import_class, known_names
+
+    name = cfg.agent.algo
+    if name.lower() in ALGORITHMS:
+        algorithm_class(name.lower())
+        if ALGORITHMS[name.lower()].box_only and cfg.env.action_mode == "binary":
+            raise ValueError(f"agent {name!r} needs continuous actions; env.action_mode=binary is Discrete(2)")
+    elif ":" in name:
+        import_class(name)
+    else:
+        algos = [n for n in known_names() if n in ALGORITHMS]
+        raise ValueError(f"unknown algorithm {name!r} (known: {', '.join(algos)}, or 'package.module:Class')")
+    if vec_kind(cfg) == "ray":
+        from arkd_env.vec import ray_available
+
+        if not ray_available():
+            raise ImportError('--ray needs Ray, which is not installed: pip install "arkd[ray]"')
+
+
+def write_run_files(cfg: RunConfig, run_dir: Path) -> None:
+    from arkd_env import __version__
+
+    atomic_write_text(run_dir / CONFIG_FILE, cfg.to_yaml())
+    write_json(run_dir / RUN_INFO, {"format": RUN_FORMAT, "arkd_version": __version__, "created": time.time()})
+
+
+def load_run(run_dir: str | Path) -> RunConfig:
+    """The resolved config of a run folder, after checking the folder's format."""
+    path = require_run_dir(run_dir)
+    info_path = path / RUN_INFO
+    if info_path.is_file():
+        info = read_json(info_path)
+        if info.get("format") != RUN_FORMAT:
+            raise ValueError(f"{path}: run folder format {info.get('format')!r}, this ARKD reads {RUN_FORMAT}")
+    from arkd_env.config import read_yaml
+
+    return build(read_yaml(path / CONFIG_FILE), str(path / CONFIG_FILE))
+
+
+def hparams_of(cfg: RunConfig) -> dict[str, Any]:
+    from agents.hparams import load_hyperparams
+
+    algo = cfg.agent.algo.lower()
+    values = load_hyperparams(algo if ":" not in algo else "", cfg.preset, cfg.agent.hparams)
+    return {"algo": cfg.agent.algo, "seed": cfg.run.seed, "n_envs": cfg.agent.n_envs, "agent": values,
+            "env": {k: getattr(cfg.env, k) for k in ("horizon", "updates_per_step", "action_mode", "reward")},
+            "engine": {k: getattr(cfg.engine, k) for k in ("lr", "batch_size", "temperature", "seed")}}
+
+
+def save_policy(model: Any, run_dir: Path) -> Path:
+    """``policy.zip`` written atomically."""
+    from agents.registry import save_agent
+
+    tmp = run_dir / ".policy.tmp.zip"
+    try:
+        saved = save_agent(model, tmp)
+        os.replace(saved, run_dir / POLICY_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return run_dir / POLICY_FILE
+
+
+def _new_model(cfg: RunConfig, venv: Any) -> Any:
+    from agents.registry import make_agent
+
+    return make_agent(cfg.agent.algo, venv, hyperparams=cfg.agent.hparams, preset=cfg.preset,
+                      seed=cfg.run.seed)
+
+
+def learn(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Any:
+    """Learn until ``run.timesteps`` env steps (continuing from the latest checkpoint when resuming)."""
+    from stable_baselines3.common.logger import configure
+
+    checkpoints.clean_partial(run_dir)
+    venv = make_vec_env(cfg)
+    try:
+        latest = checkpoints.latest(run_dir) if resume else None
+        if latest is not None:
+            model = checkpoints.load(latest, venv, device=cfg.agent.device)
+            truncate_learning_curve(run_dir, int(model.num_timesteps))
+        else:
+            model = _new_model(cfg, venv)
+            (run_dir / "learning_curve.csv").unlink(missing_ok=True)
+        model.set_logger(configure(str(run_dir / TB_DIR), ["tensorboard"]))
+        every = checkpoints.interval(cfg.run.checkpoint_every, cfg.env.horizon, cfg.agent.n_envs)
+        saver = CheckpointCallback(run_dir, every, cfg.run.keep_checkpoints)
+        callbacks = [TensorBoardCallback(hparams_of(cfg)), LearningCurveCallback(run_dir), saver,
+                     ProgressCallback(cfg.run.timesteps, int(model.num_timesteps))]
+        remaining = cfg.run.timesteps - int(model.num_timesteps)
+        if remaining > 0:
+            try:
+                model.learn(remaining, callback=callbacks, reset_num_timesteps=latest is None, log_interval=1)
+            except KeyboardInterrupt:
+                saved = checkpoints.save(model, run_dir, cfg.run.keep_checkpoints)
+                save_policy(model, run_dir)
+                raise Interrupted(run_dir, saved) from None
+        if checkpoints.latest(run_dir) is None or saver.last_saved != model.num_timesteps:
+            checkpoints.save(model, run_dir, cfg.run.keep_checkpoints)
+        save_policy(model, run_dir)
+    finally:
+        # A subprocess killed by Ctrl-C cannot be closed cleanly; nothing is lost by ignoring that.
+        with contextlib.suppress(Exception):
+            venv.close()
+    return model
+
+
+def finish(cfg: RunConfig, run_dir: Path, model: Any, wall_s: float) -> dict[str, Any]:
+    """Final evaluation episode, fixed references, plots and metrics.json."""
+    metrics: dict[str, Any] = {"algo": cfg.agent.algo, "preset": cfg.preset, "num_timesteps": int(model.num_timesteps),
+                               "train_wall_s": wall_s}
+    curve = read_learning_curve(run_dir)
+    metrics["episodes"] = len(curve)
+    metrics["episode_returns"] = [r for _, r in curve]
+    references: dict[str, float] = {}
+    trajectories: dict[str, list[dict[str, Any]]] = {}
+    for spec in cfg.run.reference_policies:
+        result, env = play(cfg, spec, cfg.engine.seed, generate=False)
+        env.close()
+        references[result.policy] = result.episode_return
+        trajectories[result.policy] = result.steps
+    metrics["reference_returns"] = references
+    if cfg.run.final_eval:
+        env = single_env(cfg)
+        result = run_episode(model, env, "agent", cfg.engine.seed)
+        env.close()
+        metrics["final_episode"] = {"episode_return": result.episode_return, **result.metrics}
+        trajectories = {"agent": result.steps, **trajectories}
+    plots.learning_curve(curve, references, run_dir / "plots" / "learning_curve.png")
+    if trajectories:
+        plots.weight_trajectories(trajectories, run_dir / "plots" / "weights.png")
+        plots.validation_curves(trajectories, run_dir / "plots" / "validation.png")
+    write_json(run_dir / METRICS_FILE, metrics)
+    return metrics
+
+
+def train(cfg: RunConfig, run_dir: Path, resume: bool = False, evaluate: bool = True) -> TrainResult:
+    check_algo(cfg)
+    if not resume:
+        write_run_files(cfg, run_dir)
+    start = time.perf_counter()
+    model = learn(cfg, run_dir, resume)
+    wall = time.perf_counter() - start
+    metrics = finish(cfg, run_dir, model, wall) if evaluate else {"num_timesteps": int(model.num_timesteps)}
+    return TrainResult(run_dir=run_dir, num_timesteps=int(model.num_timesteps), metrics=metrics)
