@@ -87,6 +87,8 @@ class DataConfig:
     context_field: str = _help("Optional column holding extra input; missing or empty means none.", default="context")
     response_field: str = _help("Column holding the reference response.", default="response")
     text_field: str = _help("Column holding the text, for format='text'.", default="text")
+    prompt_template: str = _help("'alpaca' (the MiniLLM/DistiLLM wording) or 'compact' (its ### headers only).",
+                                 default="alpaca")
     num_examples: int = _help("Examples generated for 'synthetic', or the cap on loaded rows (0 = all).",
                               default=4000)
     val_size: int = _help("Examples held out for validation (never trained on).", default=200)
@@ -97,6 +99,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.format in ("instruction", "text"), "data.format", self.format, "must be instruction or text")
+        _check(self.prompt_template in ("alpaca", "compact"), "data.prompt_template", self.prompt_template,
+               "must be alpaca or compact")
         _check(self.num_examples >= 0, "data.num_examples", self.num_examples, "must be >= 0")
         _check(self.val_size >= 1, "data.val_size", self.val_size, "must be >= 1")
         _check(self.max_prompt_length >= 1, "data.max_prompt_length", self.max_prompt_length, "must be >= 1")

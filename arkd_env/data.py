@@ -72,8 +72,7 @@ def _template(template: Mapping[str, str] | str) -> Mapping[str, str]:
 
 
 def _template_name(cfg: DataConfig) -> str:
-    # DataConfig may gain a `prompt_template` field; until then the Alpaca wording is used.
-    return str(getattr(cfg, "prompt_template", "alpaca"))
+    return cfg.prompt_template
 
 
 # ---------------------------------------------------------------------------------------------

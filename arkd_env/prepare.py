@@ -47,7 +47,9 @@ def _needs_build(cfg: EngineConfig) -> bool:
 def _build_tokenizer(cfg: EngineConfig) -> PreTrainedTokenizerBase:
     if cfg.tokenizer == "synthetic":
         records = load_records(None, cfg.data)
-        texts = [format_prompt(r["instruction"], r.get("context") or "") + " " + r["response"] for r in records]
+        template = cfg.data.prompt_template
+        texts = [format_prompt(r["instruction"], r.get("context") or "", template) + " " + r["response"]
+                 for r in records]
         return build_synthetic_tokenizer(texts)
     if cfg.tokenizer is not None:
         return models.load_tokenizer(cfg.tokenizer, trust_remote_code=cfg.teacher.trust_remote_code)
