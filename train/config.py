@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,9 @@ from arkd_env.config import (
     EngineConfig,
     EnvConfig,
     apply_overrides,
+    check,
     from_dict,
+    help_field,
     parse_override,
     preset_path,
     read_yaml,
@@ -35,44 +37,35 @@ SECTIONS = ("engine", "env", "agent", "run")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
-
-
-def _check(condition: bool, key: str, value: Any, requirement: str) -> None:
-    if not condition:
-        raise ConfigError(f"{key}={value!r}: {requirement}")
-
-
 @dataclass
 class AgentConfig:
     """Which RL agent learns the weighting policy, and how its environments are run."""
 
-    algo: str = _help("Agent: ppo, a2c, sac, td3, ddpg, tqc, trpo, recurrent_ppo, reinforce or "
+    algo: str = help_field("Agent: ppo, a2c, sac, td3, ddpg, tqc, trpo, recurrent_ppo, reinforce or "
                       "'package.module:Class'.", default="ppo")
-    hparams: dict[str, Any] = _help("Constructor arguments merged over agents/hyperparams/<algo>.yaml "
+    hparams: dict[str, Any] = help_field("Constructor arguments merged over agents/hyperparams/<algo>.yaml "
                                     "(e.g. agent.hparams.learning_rate=1e-3).", default_factory=dict)
-    n_envs: int = _help("Environments stepped in parallel (one distillation run each).", default=1)
-    vec_env: str = _help("'auto' (DummyVecEnv for 1 env, SubprocVecEnv otherwise), 'dummy', 'subproc' "
+    n_envs: int = help_field("Environments stepped in parallel (one distillation run each).", default=1)
+    vec_env: str = help_field("'auto' (DummyVecEnv for 1 env, SubprocVecEnv otherwise), 'dummy', 'subproc' "
                          "or 'ray'.", default="auto")
-    ray_address: str | None = _help("Ray cluster address ('auto', 'HOST:6379', 'ray://HOST:10001'); "
+    ray_address: str | None = help_field("Ray cluster address ('auto', 'HOST:6379', 'ray://HOST:10001'); "
                                     "None starts Ray locally.", default=None)
-    cpus_per_env: float = _help("CPUs Ray reserves for each environment actor.", default=1.0)
-    gpus_per_env: float = _help("GPUs Ray reserves for each environment actor (fractions share one).",
+    cpus_per_env: float = help_field("CPUs Ray reserves for each environment actor.", default=1.0)
+    gpus_per_env: float = help_field("GPUs Ray reserves for each environment actor (fractions share one).",
                                 default=0.0)
-    step_timeout: float | None = _help("Seconds a Ray env step may take before its actor is replaced.",
+    step_timeout: float | None = help_field("Seconds a Ray env step may take before its actor is replaced.",
                                        default=None)
-    device: str = _help("Torch device of the agent's networks ('auto', 'cpu', 'cuda').", default="cpu")
+    device: str = help_field("Torch device of the agent's networks ('auto', 'cpu', 'cuda').", default="cpu")
 
     def __post_init__(self) -> None:
-        _check(bool(self.algo.strip()), "agent.algo", self.algo, "must name an agent")
-        _check(self.n_envs >= 1, "agent.n_envs", self.n_envs, "must be >= 1")
-        _check(self.vec_env in VEC_ENVS, "agent.vec_env", self.vec_env, f"must be one of {VEC_ENVS}")
-        _check(self.cpus_per_env > 0, "agent.cpus_per_env", self.cpus_per_env, "must be > 0")
-        _check(self.gpus_per_env >= 0, "agent.gpus_per_env", self.gpus_per_env, "must be >= 0")
-        _check(self.step_timeout is None or self.step_timeout > 0, "agent.step_timeout", self.step_timeout,
+        check(bool(self.algo.strip()), "agent.algo", self.algo, "must name an agent")
+        check(self.n_envs >= 1, "agent.n_envs", self.n_envs, "must be >= 1")
+        check(self.vec_env in VEC_ENVS, "agent.vec_env", self.vec_env, f"must be one of {VEC_ENVS}")
+        check(self.cpus_per_env > 0, "agent.cpus_per_env", self.cpus_per_env, "must be > 0")
+        check(self.gpus_per_env >= 0, "agent.gpus_per_env", self.gpus_per_env, "must be >= 0")
+        check(self.step_timeout is None or self.step_timeout > 0, "agent.step_timeout", self.step_timeout,
                "must be > 0 or null")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "agent.device",
+        check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "agent.device",
                self.device, "must be auto, cpu, cuda or cuda:N")
 
 
@@ -80,31 +73,31 @@ class AgentConfig:
 class RunOptions:
     """Budget, seeds, checkpoints, output folder and the policies a comparison runs."""
 
-    seed: int = _help("Seed of the agent (network initialisation, exploration).", default=0)
-    timesteps: int = _help("Env steps the agent learns for (each env step = updates_per_step student "
+    seed: int = help_field("Seed of the agent (network initialisation, exploration).", default=0)
+    timesteps: int = help_field("Env steps the agent learns for (each env step = updates_per_step student "
                            "updates and a validation pass).", default=64)
-    checkpoint_every: int = _help("Env steps between checkpoints, rounded up to whole episodes of all envs "
+    checkpoint_every: int = help_field("Env steps between checkpoints, rounded up to whole episodes of all envs "
                                   "(0: one per episode).", default=0)
-    keep_checkpoints: int = _help("Most recent checkpoints kept on disk.", default=2)
-    output_dir: str = _help("Folder under which run folders are created.", default="runs")
-    eval_seeds: list[int] = _help("Held-out engine seeds (student init, data order) for compare/demo; "
+    keep_checkpoints: int = help_field("Most recent checkpoints kept on disk.", default=2)
+    output_dir: str = help_field("Folder under which run folders are created.", default="runs")
+    eval_seeds: list[int] = help_field("Held-out engine seeds (student init, data order) for compare/demo; "
                                   "distinct from engine.seed used in training.",
                                   default_factory=lambda: [100, 101, 102])
-    policies: list[str] = _help("Policies `arkd demo` compares with the learned one.",
+    policies: list[str] = help_field("Policies `arkd demo` compares with the learned one.",
                                 default_factory=lambda: ["fkl", "rkl", "fixed:0.5", "akl"])
-    reference_policies: list[str] = _help("Fixed policies whose returns are drawn on the learning curve "
+    reference_policies: list[str] = help_field("Fixed policies whose returns are drawn on the learning curve "
                                           "at the end of `arkd train` ([] to skip).",
                                           default_factory=lambda: ["fkl", "rkl"])
-    final_eval: bool = _help("After training, run one deterministic episode of the learned policy.",
+    final_eval: bool = help_field("After training, run one deterministic episode of the learned policy.",
                              default=True)
 
     def __post_init__(self) -> None:
-        _check(self.timesteps >= 1, "run.timesteps", self.timesteps, "must be >= 1")
-        _check(self.checkpoint_every >= 0, "run.checkpoint_every", self.checkpoint_every, "must be >= 0")
-        _check(self.keep_checkpoints >= 1, "run.keep_checkpoints", self.keep_checkpoints, "must be >= 1")
-        _check(bool(self.output_dir.strip()), "run.output_dir", self.output_dir, "must not be empty")
-        _check(len(self.eval_seeds) >= 1, "run.eval_seeds", self.eval_seeds, "must list at least one seed")
-        _check(len(set(self.eval_seeds)) == len(self.eval_seeds), "run.eval_seeds", self.eval_seeds,
+        check(self.timesteps >= 1, "run.timesteps", self.timesteps, "must be >= 1")
+        check(self.checkpoint_every >= 0, "run.checkpoint_every", self.checkpoint_every, "must be >= 0")
+        check(self.keep_checkpoints >= 1, "run.keep_checkpoints", self.keep_checkpoints, "must be >= 1")
+        check(bool(self.output_dir.strip()), "run.output_dir", self.output_dir, "must not be empty")
+        check(len(self.eval_seeds) >= 1, "run.eval_seeds", self.eval_seeds, "must list at least one seed")
+        check(len(set(self.eval_seeds)) == len(self.eval_seeds), "run.eval_seeds", self.eval_seeds,
                "must not repeat a seed")
 
 
@@ -112,12 +105,12 @@ class RunOptions:
 class RunConfig:
     """Everything one `arkd` run needs; saved as ``config.yaml`` in its run folder."""
 
-    preset: str = _help("Preset the config started from (arkd_env/configs/<preset>.yaml).",
+    preset: str = help_field("Preset the config started from (arkd_env/configs/<preset>.yaml).",
                         default=DEFAULT_PRESET)
-    engine: EngineConfig = _help("The distillation engine.", default_factory=EngineConfig)
-    env: EnvConfig = _help("The RL environment around it.", default_factory=EnvConfig)
-    agent: AgentConfig = _help("The learning agent.", default_factory=AgentConfig)
-    run: RunOptions = _help("Budget, seeds, checkpoints and outputs.", default_factory=RunOptions)
+    engine: EngineConfig = help_field("The distillation engine.", default_factory=EngineConfig)
+    env: EnvConfig = help_field("The RL environment around it.", default_factory=EnvConfig)
+    agent: AgentConfig = help_field("The learning agent.", default_factory=AgentConfig)
+    run: RunOptions = help_field("Budget, seeds, checkpoints and outputs.", default_factory=RunOptions)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
