@@ -28,16 +28,19 @@ def weight_trajectories(trajectories: Trajectories, path: Path) -> Path:
     components = sorted({c for steps in trajectories.values() for s in steps[1:] for c in s.get("weights", {})})
     components = components or ["fkl"]
     fig, axes = plt.subplots(len(components), 1, figsize=(7, 2.4 * len(components)), squeeze=False)
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {name: cycle[i % len(cycle)] for i, name in enumerate(trajectories)}  # same policy, same colour
     for ax, comp in zip(axes[:, 0], components, strict=True):
         for name, steps in trajectories.items():
             xs = [s["step"] for s in steps[1:] if comp in s.get("weights", {})]
             ys = [s["weights"][comp] for s in steps[1:] if comp in s.get("weights", {})]
             if xs:
-                ax.step(xs, ys, where="post", marker="o", markersize=3, label=name)
+                ax.step(xs, ys, where="post", marker="o", markersize=3, label=name, color=colours[name])
         ax.set_ylabel(f"weight {comp}")
         ax.set_ylim(-0.05, 1.05)
+        if ax.get_lines():
+            ax.legend(fontsize=7, loc="best")
     axes[-1, 0].set_xlabel("env step")
-    axes[0, 0].legend(fontsize=7, loc="best")
     axes[0, 0].set_title("Weights applied per env step")
     return _save(fig, path)
 
