@@ -180,3 +180,21 @@ def test_subproc_vec_env_with_four_envs() -> None:
         assert all("terminal_observation" in i for i in infos)
     finally:
         vec.close()
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_gymnasium_vector_envs(asynchronous: bool) -> None:
+    # Forking a process whose torch thread pools are running can deadlock it, so the asynchronous
+    # vector env starts its workers with forkserver, as Stable-Baselines3's SubprocVecEnv does.
+    vec = (gym.vector.AsyncVectorEnv([_nano_env, _nano_env], context="forkserver") if asynchronous
+           else gym.vector.SyncVectorEnv([_nano_env, _nano_env]))
+    try:
+        obs, _ = vec.reset(seed=0)
+        assert obs.shape[0] == 2
+        _, rewards, terminated, truncated, infos = vec.step(np.array([[1.0], [-1.0]], dtype=np.float32))
+        assert infos["weights"]["fkl"].tolist() == pytest.approx([1.0, 0.0])
+        assert np.isfinite(rewards).all() and not terminated.any() and not truncated.any()
+        _, _, _, truncated, _ = vec.step(np.zeros((2, 1), dtype=np.float32))
+        assert truncated.all()
+    finally:
+        vec.close()
