@@ -58,6 +58,11 @@ class _Rows:
     weight: Tensor | None = None
     bias: Tensor | None = None
 
+    def first(self, n: int) -> _Rows:
+        """The first ``n`` rows, sliced before any logits are formed."""
+        return _Rows(logits=None if self.logits is None else self.logits[:n],
+                     hidden=None if self.hidden is None else self.hidden[:n], weight=self.weight, bias=self.bias)
+
     def as_logits(self) -> Tensor:
         if self.logits is not None:
             return self.logits
@@ -294,8 +299,8 @@ class Distiller:
         was_training = self.student.training
         self.student.eval()
         with torch.no_grad():
-            student = self._rows(self.student, self._student_head, batch).as_logits()[:FEATURE_ROWS].float()
-            teacher = self._teacher_rows(batch).as_logits()[:FEATURE_ROWS].float()
+            student = self._rows(self.student, self._student_head, batch).first(FEATURE_ROWS).as_logits().float()
+            teacher = self._teacher_rows(batch).first(FEATURE_ROWS).as_logits().float()
             labels = batch["labels"][batch["loss_mask"]][:FEATURE_ROWS]
             stats = losses.distribution_stats(student, teacher, temperature=self.cfg.temperature, mu=self.cfg.akl_mu)
             ce = torch.nn.functional.cross_entropy(student, labels) if labels.numel() else torch.zeros(())
