@@ -9,6 +9,7 @@
 from agents.baselines import (
     AKL_ENV_OVERRIDES,
     BASELINE_NAMES,
+    SFT_ENV_OVERRIDES,
     BaselinePolicy,
     baseline_env_overrides,
     is_baseline_spec,
@@ -22,6 +23,7 @@ __all__ = [
     "AKL_ENV_OVERRIDES",
     "ALGORITHMS",
     "BASELINE_NAMES",
+    "SFT_ENV_OVERRIDES",
     "BaselinePolicy",
     "baseline_env_overrides",
     "check_spaces",

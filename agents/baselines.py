@@ -14,6 +14,8 @@ Specs understood by :func:`make_baseline`:
 - ``cosine``: α = (1 + cos(π · progress)) / 2, from 1 at the start to 0 at the end
 - ``akl``: weight 1 on the ``akl`` component, i.e. the AKL rule applied per token inside the
   loss; needs the env built with :data:`AKL_ENV_OVERRIDES` (see :func:`baseline_env_overrides`)
+- ``sft``: weight 1 on the ``ce`` component, i.e. supervised fine-tuning on the reference responses with
+  no teacher term (the SFT baseline of the MiniLLM line of work); needs :data:`SFT_ENV_OVERRIDES`
 - ``greedy``: one-step lookahead over candidate α, see :class:`agents.greedy.GreedyPolicy`
 - ``random``: a uniformly drawn action each step (seeded with the ``seed`` option)
 """
@@ -34,11 +36,12 @@ from gymnasium import spaces
 from agents.env_access import EnvView
 from agents.spaces import check_spaces, space_from_json, space_to_json
 
-BASELINE_NAMES = ["fkl", "rkl", "fixed:<alpha>", "linear:<a>-><b>", "cosine", "akl", "greedy", "random"]
-_PLAIN = {"fkl", "rkl", "cosine", "akl", "greedy", "random"}
+BASELINE_NAMES = ["fkl", "rkl", "fixed:<alpha>", "linear:<a>-><b>", "cosine", "akl", "sft", "greedy", "random"]
+_PLAIN = {"fkl", "rkl", "cosine", "akl", "sft", "greedy", "random"}
 _PREFIXED = ("fixed:", "linear:")
 HEAD_TAIL = ("fkl_head", "fkl_tail", "rkl_head", "rkl_tail")
 AKL_ENV_OVERRIDES: dict[str, Any] = {"action_mode": "simplex", "simplex_components": ["akl"]}
+SFT_ENV_OVERRIDES: dict[str, Any] = {"action_mode": "simplex", "simplex_components": ["ce"]}
 SAVE_FILE = "baseline.json"
 
 
@@ -48,8 +51,11 @@ def is_baseline_spec(name: str) -> bool:
 
 
 def baseline_env_overrides(spec: str) -> dict[str, Any]:
-    """Env settings a baseline needs, to apply before building its env (only ``akl`` needs any)."""
-    return dict(AKL_ENV_OVERRIDES) if spec.strip().lower() == "akl" else {}
+    """Env settings a baseline needs, to apply before building its env (only ``akl`` and ``sft`` need any)."""
+    text = spec.strip().lower()
+    if text == "akl":
+        return dict(AKL_ENV_OVERRIDES)
+    return dict(SFT_ENV_OVERRIDES) if text == "sft" else {}
 
 
 def alpha_to_weights(alpha: float, component_names: list[str], action_mode: str) -> dict[str, float]:
@@ -239,21 +245,35 @@ class AlphaPolicy(BaselinePolicy):
         return self._action_for(self.weights_at(progress))
 
 
-class AKLPolicy(BaselinePolicy):
-    """Weight 1 on the ``akl`` component: the loss applies the AKL rule per token."""
+class SingleComponentPolicy(BaselinePolicy):
+    """Weight 1 on one loss component, in an env built to weight that component alone."""
 
-    env_overrides = AKL_ENV_OVERRIDES
+    component: ClassVar[str] = ""
 
     def _check_env(self, view: EnvView) -> None:
-        if view.component_names != ["akl"]:
-            raise ValueError(f"baseline 'akl' needs the env built with {AKL_ENV_OVERRIDES} (see agents."
+        if view.component_names != [self.component]:
+            raise ValueError(f"baseline {self.spec!r} needs the env built with {self.env_overrides} (see agents."
                              f"baselines.baseline_env_overrides); this env weights {view.component_names}")
 
     def weights_at(self, progress: float) -> dict[str, float]:
-        return {"akl": 1.0}
+        return {self.component: 1.0}
 
     def _act_row(self, row: np.ndarray, index: int) -> Any:
-        return self._action_for({"akl": 1.0})
+        return self._action_for({self.component: 1.0})
+
+
+class AKLPolicy(SingleComponentPolicy):
+    """Weight 1 on the ``akl`` component: the loss applies the AKL rule per token."""
+
+    env_overrides = AKL_ENV_OVERRIDES
+    component = "akl"
+
+
+class SFTPolicy(SingleComponentPolicy):
+    """Weight 1 on the ``ce`` component: cross-entropy on the reference responses, the teacher unused."""
+
+    env_overrides = SFT_ENV_OVERRIDES
+    component = "ce"
 
 
 class RandomPolicy(BaselinePolicy):
@@ -310,6 +330,9 @@ def make_baseline(spec: str, env: Any, **options: Any) -> BaselinePolicy:
     if text == "akl":
         _no_options(spec, options)
         return AKLPolicy(text, env)
+    if text == "sft":
+        _no_options(spec, options)
+        return SFTPolicy(text, env)
     if text == "random":
         unknown = sorted(set(options) - {"seed"})
         if unknown:

@@ -100,9 +100,13 @@ class DataConfig:
     max_length: int = help_field("Prompt + response tokens kept; longer responses are truncated and counted.",
                             default=512)
     split_seed: int = help_field("Seed of the deterministic train/validation split.", default=0)
+    val_split: str = help_field("'random' (val_size examples drawn with split_seed) or 'first' (the first val_size "
+                                "records of the source, as the MiniLLM line of work holds out Dolly's dev set).",
+                                default="random")
 
     def __post_init__(self) -> None:
         check(self.format in ("instruction", "text"), "data.format", self.format, "must be instruction or text")
+        check(self.val_split in ("random", "first"), "data.val_split", self.val_split, "must be random or first")
         check(self.prompt_template in ("alpaca", "compact"), "data.prompt_template", self.prompt_template,
                "must be alpaca or compact")
         check(self.num_examples >= 0, "data.num_examples", self.num_examples, "must be >= 0")
@@ -208,6 +212,59 @@ class EnvConfig:
         check(self.nan_penalty >= 0, "nan_penalty", self.nan_penalty, "must be >= 0")
         check(self.max_consecutive_failures >= 1, "max_consecutive_failures", self.max_consecutive_failures,
                "must be >= 1")
+
+
+# The five instruction-following sets of the MiniLLM / DistiLLM / ABKD evaluation, by MiniLLM's folder names.
+SUITE_SETS = ("dolly", "self_inst", "vicuna", "sinst", "uinst")
+
+
+@dataclass
+class SuiteConfig:
+    """The paper-protocol evaluation suite run by ``arkd evaluate --suite paper`` (see arkd_env.evalsuite)."""
+
+    dir: str | None = help_field(
+        "Folder holding the five sets in MiniLLM's layout: dolly/valid.jsonl, self-inst/valid.jsonl, "
+        "vicuna/valid.jsonl, sinst/11_/valid.jsonl, uinst/11_/valid.jsonl.", default=None)
+    paths: dict[str, str] = help_field("Per-set JSON/JSONL files overriding dir, e.g. {uinst: /data/uinst.jsonl}.",
+                                       default_factory=dict)
+    sets: list[str] = help_field("Sets to evaluate, in table order.", default_factory=lambda: list(SUITE_SETS))
+    seeds: list[int] = help_field("Generation seeds; every set is sampled once per seed.",
+                                  default_factory=lambda: [10, 20, 30, 40, 50])
+    max_length: int = help_field("Prompt + response tokens: each response may have max_length - "
+                                 "max_prompt_length new tokens.", default=512)
+    max_prompt_length: int = help_field("Prompts longer than this many tokens (student tokenizer) are dropped.",
+                                        default=256)
+    min_reference_words: dict[str, int] = help_field(
+        "Per set: keep only examples whose first reference has at least this many whitespace-separated words.",
+        default_factory=lambda: {"sinst": 11, "uinst": 11})
+    max_examples: dict[str, int] = help_field("Per set: keep the first N usable examples (0 = all).",
+                                              default_factory=lambda: {"uinst": 10000})
+    batch_size: int = help_field("Prompts generated per batch.", default=16)
+    bertscore: bool = help_field("Also report BERTScore F1 (needs pip install 'arkd[bertscore]' and the model).",
+                                 default=False)
+    bertscore_model: str = help_field("Model BERTScore embeds with.", default="roberta-large")
+
+    def __post_init__(self) -> None:
+        known = ", ".join(SUITE_SETS)
+        check(len(self.sets) >= 1 and all(s in SUITE_SETS for s in self.sets), "eval_suite.sets", self.sets,
+              f"must list sets among {known}")
+        check(len(set(self.sets)) == len(self.sets), "eval_suite.sets", self.sets, "must not repeat a set")
+        for key in ("paths", "min_reference_words", "max_examples"):
+            mapping = getattr(self, key)
+            unknown = [k for k in mapping if k not in SUITE_SETS]
+            check(not unknown, f"eval_suite.{key}", mapping, f"unknown set {unknown[:1]} (known: {known})")
+        for key in ("min_reference_words", "max_examples"):
+            mapping = getattr(self, key)
+            check(all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in mapping.values()),
+                  f"eval_suite.{key}", mapping, "values must be integers >= 0")
+        check(all(isinstance(v, str) and v.strip() for v in self.paths.values()), "eval_suite.paths", self.paths,
+              "values must be file paths")
+        check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "eval_suite.seeds", self.seeds,
+              "must list at least one seed, none repeated")
+        check(self.max_prompt_length >= 1, "eval_suite.max_prompt_length", self.max_prompt_length, "must be >= 1")
+        check(self.max_length > self.max_prompt_length, "eval_suite.max_length", self.max_length,
+              "must exceed max_prompt_length")
+        check(self.batch_size >= 1, "eval_suite.batch_size", self.batch_size, "must be >= 1")
 
 
 # ---------------------------------------------------------------------------------------------

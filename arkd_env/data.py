@@ -540,6 +540,18 @@ def split_train_val(items: Sequence[T], val_size: int, seed: int) -> tuple[list[
     return train, val
 
 
+def split_first(examples: Sequence[TokenizedExample], val_size: int) -> tuple[list[TokenizedExample],
+                                                                              list[TokenizedExample]]:
+    """Hold out the examples made from the first ``val_size`` records (those of them that survived
+    tokenization); the rest train. Both parts keep the original order."""
+    train = [e for e in examples if e.record_index >= val_size]
+    val = [e for e in examples if e.record_index < val_size]
+    if not val or not train:
+        raise ValueError(f"data.val_size={val_size} with data.val_split=first: {len(val)} validation and "
+                         f"{len(train)} training examples; both must be non-empty")
+    return train, val
+
+
 def _ids(example: TokenizedExample | Sequence[int]) -> list[int]:
     return list(example.input_ids) if isinstance(example, TokenizedExample) else list(example)
 
@@ -633,6 +645,9 @@ def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
     if data_cfg.val_size >= len(examples):
         raise ValueError(f"data.val_size={data_cfg.val_size}: needs more than {len(examples)} usable "
                          f"examples from {data_cfg.source!r}; lower it or add data")
-    train, val = split_train_val(examples, data_cfg.val_size, data_cfg.split_seed)
+    if data_cfg.val_split == "first":
+        train, val = split_first(examples, data_cfg.val_size)
+    else:
+        train, val = split_train_val(examples, data_cfg.val_size, data_cfg.split_seed)
     val_records = [_val_record(records[e.record_index], data_cfg) for e in val]
     return DataBundle(train, val, val_records, stats, data_cfg.source, data_cfg.format)

@@ -348,18 +348,13 @@ class Distiller:
         self.student.eval()
         prompts = self._to_device(collate_prompts(examples, self.pad_id))
         fork = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
-        with torch.no_grad(), fork:
+        with fork:
             if seed is not None:
                 torch.manual_seed(seed)
-            out = self.student.generate(**prompts, max_new_tokens=max_new_tokens, do_sample=sample,  # type: ignore[operator]
-                                        temperature=1.0 if sample else None, top_p=1.0 if sample else None,
-                                        top_k=0 if sample else None, pad_token_id=self.pad_id,
-                                        eos_token_id=self.tokenizer.eos_token_id)
+            result = models.generate_new_tokens(self.student, prompts["input_ids"], prompts["attention_mask"],
+                                                max_new_tokens, sample=sample, pad_token_id=self.pad_id,
+                                                eos_token_id=self.tokenizer.eos_token_id)
         self.student.train(was_training)
-        eos = self.tokenizer.eos_token_id
-        result = []
-        for row in out[:, prompts["input_ids"].shape[1]:].tolist():
-            result.append(row[: row.index(eos) + 1] if eos in row else row)
         return result
 
     def _generate_texts(self, examples: list[TokenizedExample], sample: bool, seed: int) -> list[str]:
@@ -374,14 +369,13 @@ class Distiller:
         """ROUGE-L F (stemmed, best over references, ×100) of responses sampled at temperature 1 on the first
         ``n`` validation examples. On the embedded suite also its metrics: exact match of greedy answers to
         the deterministic tasks, and answer-distribution metrics of the sampled answers to the open ones."""
-        from rouge_score import rouge_scorer
+        from arkd_env.metrics import rouge_l_scores
 
         examples, records = self.data.val[:n], self.data.val_records[:n]
         seed = self.cfg.seed if seed is None else seed
         sampled = self._generate_texts(examples, sample=True, seed=seed)
-        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-        rouge = [scorer.score(r["reference"], t)["rougeL"].fmeasure for r, t in zip(records, sampled, strict=True)]
-        metrics = {"rouge_l": 100.0 * float(np.mean(rouge)) if rouge else 0.0}
+        rouge = rouge_l_scores(sampled, [r["reference"] for r in records])
+        metrics = {"rouge_l": float(np.mean(rouge)) if rouge else 0.0}
         if self.data.source == "synthetic":
             from arkd_env.synthetic import DETERMINISTIC, suite_metrics
 

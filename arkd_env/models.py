@@ -627,6 +627,23 @@ def save_pretrained_safe(model: Any, tokenizer: Any, path: str | Path) -> Path:
     return path
 
 
+def generate_new_tokens(model: Any, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int, *,
+                        sample: bool, pad_token_id: int, eos_token_id: int | None) -> list[list[int]]:
+    """The tokens ``model`` appends to each left-padded prompt, each cut after its first <eos> (kept).
+
+    Sampling is pure ancestral sampling (temperature 1, top-p 1, top-k off), the decoding the MiniLLM line of
+    work evaluates with; otherwise greedy. Seed the torch RNG before calling for reproducible samples.
+    """
+    with torch.no_grad():
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                             do_sample=sample, temperature=1.0 if sample else None, top_p=1.0 if sample else None,
+                             top_k=0 if sample else None, pad_token_id=pad_token_id, eos_token_id=eos_token_id)
+    result = []
+    for row in out[:, input_ids.shape[1]:].tolist():
+        result.append(row[: row.index(eos_token_id) + 1] if eos_token_id in row else row)
+    return result
+
+
 # ---------------------------------------------------------------------------------------------
 # LM head and last hidden states, for the fused-linear loss path
 

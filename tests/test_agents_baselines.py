@@ -172,3 +172,16 @@ def test_baselines_on_the_nano_env() -> None:
     assert akl_env.unwrapped.component_names == ["akl"]
     action, _ = make_baseline("akl", akl_env).predict(akl_env.reset()[0])
     assert akl_env.unwrapped.action_to_weights(action) == approx({"akl": 1.0})
+
+
+def test_sft_weights_cross_entropy_only_in_its_own_env() -> None:
+    from agents.baselines import SFT_ENV_OVERRIDES
+
+    assert baseline_env_overrides("SFT") == SFT_ENV_OVERRIDES == {"action_mode": "simplex",
+                                                                   "simplex_components": ["ce"]}
+    with pytest.raises(ValueError, match="baseline 'sft' needs the env built with"):
+        make_baseline("sft", ToyDistillEnv("simplex", simplex_components=["akl"]))
+    with pytest.raises(ValueError, match="takes no options"):
+        make_baseline("sft", None, seed=1)
+    env = ToyDistillEnv("simplex", simplex_components=["ce"])
+    assert weights_of(env, "sft", 0.9) == approx({"ce": 1.0})

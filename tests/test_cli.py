@@ -108,7 +108,16 @@ def test_compare_table_equals_metrics_json(run_dir: Path, tmp_path: Path, capsys
             values = [r[metric] for r in runs if r[metric] is not None]
             if values:
                 assert cell["mean"] == pytest.approx(sum(values) / len(values), rel=1e-12), (policy, metric)
+    # nano's reference policies (fkl, rkl) are not in this table, so the first policy is the reference.
+    assert table["references"] == ["linear:1->0"]
+    diff = next(d for d in table["differences"] if d["metric"] == "val_divergence")
+    assert diff["policy"] == run_dir.name and diff["n"] == 2
+    per_seed = {p: [json.loads((out / "runs" / sanitize(p) / f"seed_{s}.json").read_text())["metrics"]
+                    ["val_divergence"] for s in (100, 101)] for p in table["policies"]}
+    gaps = [a - b for a, b in zip(per_seed[run_dir.name], per_seed["linear:1->0"], strict=True)]
+    assert diff["mean"] == pytest.approx(sum(gaps) / 2) and diff["low"] <= diff["mean"] <= diff["high"]
     markdown = (out / "table.md").read_text()
+    assert f"| {run_dir.name} − linear:1->0 |" in markdown
     mean = table["rows"]["linear:1->0"]["val_divergence"]["mean"]
     assert f"{mean:.4g} ±" in markdown and markdown in capsys.readouterr().out
     for name in ("table.csv", "plots/weights.png", "plots/validation.png"):
@@ -120,6 +129,7 @@ def test_demo_on_nano(tmp_path: Path) -> None:
                 "--set", "run.policies=[fkl, akl]", "--set", "run.eval_seeds=[5]")
     assert done.returncode == 0, done.stderr
     assert "| ppo (learned) |" in done.stdout and "| akl |" in done.stdout
+    assert "| ppo (learned) − fkl |" in done.stdout and "(one seed, no interval)" in done.stdout
     assert "TensorBoard: tensorboard --logdir" in done.stdout
     (run,) = tmp_path.iterdir()
     assert (run / "compare" / "table.md").is_file() and (run / "plots" / "learning_curve.png").is_file()

@@ -1,4 +1,5 @@
-"""train/compare.py: mean ± sample std per metric, the best per column, Markdown/CSV/JSON agree."""
+"""train/compare.py: mean ± sample std per metric, the best per column, Markdown/CSV/JSON agree, and the paired
+differences between policies with their bootstrap intervals."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 
 import pytest
 
-from train.compare import build_table, direction, summarize
+from train.compare import build_table, difference_pairs, direction, summarize
 
 
 def test_summarize_by_hand() -> None:
@@ -48,3 +49,58 @@ def test_table_best_and_formats() -> None:
 def test_ties_mark_nobody() -> None:
     table = build_table({"a": [{"val_fkl": 1.0}], "b": [{"val_fkl": 1.0}]}, [0])
     assert table.best == {}
+
+
+# ----------------------------------------------------------------------------------- paired differences
+SEED_EFFECT = [0.0, 5.0, -3.0, 8.0]  # what a seed does to every policy (student init and data order)
+
+
+def _runs(offset: float, noise: list[float]) -> list[dict[str, float]]:
+    return [{"episode_return": s + offset + n, "val_fkl": 1.0 + s - offset, "n_open": 3.0}
+            for s, n in zip(SEED_EFFECT, noise, strict=True)]
+
+
+def test_difference_pairs() -> None:
+    policies = ["fkl", "rkl", "akl", "ppo"]
+    assert difference_pairs(policies, ["fkl", "rkl"]) == [("akl", "fkl"), ("ppo", "fkl"), ("akl", "rkl"),
+                                                           ("ppo", "rkl")]
+    assert difference_pairs(policies, ["missing"]) == [("rkl", "fkl"), ("akl", "fkl"), ("ppo", "fkl")]
+    assert difference_pairs(["fkl", "rkl", "akl"], ["fkl", "rkl", "akl"]) == [("rkl", "fkl"), ("akl", "fkl"),
+                                                                              ("akl", "rkl")]
+    assert difference_pairs(["only"], ["only"]) == []
+
+
+def test_paired_differences_by_seed() -> None:
+    noise = [0.1, -0.1, 0.2, 0.0]
+    results = {"fkl": _runs(0.0, [0.0] * 4), "rkl": _runs(2.0, noise), "akl": _runs(-1.0, [0.0] * 4)}
+    table = build_table(results, [100, 101, 102, 103], references=["fkl"])
+    assert table.references == ["fkl"]
+    found = {(d.policy, d.metric): d for d in table.differences}
+    assert set(found) == {(p, m) for p in ("rkl", "akl") for m in ("episode_return", "val_fkl")}  # n_open unranked
+    rkl = found[("rkl", "episode_return")]
+    assert rkl.mean == pytest.approx(2.0 + sum(noise) / 4) and rkl.n == 4
+    # Pairing by seed removes the seed effect (range 11): the interval spans only the noise around +2.
+    assert 2.0 - 0.1 <= rkl.low < rkl.mean < rkl.high <= 2.0 + 0.2
+    akl = found[("akl", "val_fkl")]
+    assert (akl.mean, akl.low, akl.high) == pytest.approx((1.0, 1.0, 1.0))  # constant difference: zero width
+    md = table.markdown()
+    assert "| policy − reference | episode_return | val_fkl |" in md
+    assert f"| akl − fkl | {found[('akl', 'episode_return')].fmt()} | +1 [1, 1] * |" in md
+    assert "95% percentile bootstrap interval, 10000 resamples" in md
+    data = table.to_json()
+    assert data["references"] == ["fkl"] and data["difference_settings"]["confidence"] == 0.95
+    assert {"policy": "akl", "reference": "fkl", "metric": "val_fkl", "mean": 1.0, "low": 1.0, "high": 1.0,
+            "n": 4} in [{k: pytest.approx(v) if isinstance(v, float) else v for k, v in d.items()}
+                        for d in data["differences"]]
+
+
+def test_differences_skip_missing_values_and_mark_only_clear_ones() -> None:
+    results = {"a": [{"rouge_l": 10.0}, {"rouge_l": 20.0}, {"rouge_l": math.nan}],
+               "b": [{"rouge_l": 12.0}, {"rouge_l": 17.0}, {"rouge_l": 30.0}]}
+    (diff,) = build_table(results, [1, 2, 3], references=["a"]).differences
+    assert (diff.policy, diff.reference, diff.n) == ("b", "a", 2) and diff.mean == pytest.approx(-0.5)
+    assert diff.low == pytest.approx(-3.0) and diff.high == pytest.approx(2.0) and not diff.fmt().endswith("*")
+    (single,) = build_table({"a": [{"rouge_l": 1.0}], "b": [{"rouge_l": 3.0}]}, [7]).differences
+    assert single.mean == 2.0 and math.isnan(single.low) and single.fmt() == "+2 (one seed, no interval)"
+    with pytest.raises(ValueError, match="same seeds"):
+        build_table({"a": [{"rouge_l": 1.0}], "b": [{"rouge_l": 1.0}, {"rouge_l": 2.0}]}, [1, 2])

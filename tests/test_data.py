@@ -301,6 +301,22 @@ def test_build_datasets_synthetic(tok: Any) -> None:
         assert record["kind"] in ("deterministic", "open") and "task" in record
 
 
+def test_first_records_held_out_as_in_the_dolly_protocol(tmp_path: Path, tok: Any) -> None:
+    rows = [{"instruction": "Say hi.", "context": "", "response": f"hi {i}"} for i in range(12)]
+    rows[1]["context"] = " ".join(["long"] * 50)  # a dev record whose prompt is dropped stays out of training
+    path = tmp_path / "dolly.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = DataConfig(source=str(path), val_size=4, val_split="first", max_prompt_length=30, max_length=40)
+    bundle = build_datasets(cfg, tok)
+    assert [e.record_index for e in bundle.val] == [0, 2, 3]
+    assert [e.record_index for e in bundle.train] == list(range(4, 12))
+    assert [r["reference"] for r in bundle.val_records] == ["hi 0", "hi 2", "hi 3"]
+    with pytest.raises(ValueError, match="val_split"):
+        DataConfig(val_split="last")
+    with pytest.raises(ValueError, match=r"val_split=first: 0 validation"):
+        data.split_first(bundle.train, 4)
+
+
 def test_build_datasets_reports_when_nothing_fits(tok: Any) -> None:
     cfg = DataConfig(num_examples=20, val_size=2, max_prompt_length=5, max_length=10)
     with pytest.raises(ValueError, match=r"no usable example out of 20 .*max_prompt_length=5: 20"):

@@ -88,18 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
                  "arkd distill --policy linear:1->0 --preset nano   (or fkl, rkl, akl, greedy, fixed:0.3, "
                  "RUN_DIR/policy.zip)")
     _common(p)
-    p.add_argument("--policy", required=True, help="fkl | rkl | akl | greedy | cosine | fixed:A | "
+    p.add_argument("--policy", required=True, help="fkl | rkl | akl | sft | greedy | cosine | fixed:A | "
                    "linear:A->B | RUN_DIR | RUN_DIR/policy.zip")
     p.add_argument("--seed", type=int, default=None, help="engine seed: student init and data order "
                    "(engine.seed)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: a new run folder)")
 
-    p = _command(sub, "evaluate", "Evaluate a saved student against the preset's teacher and validation set.",
-                 "arkd evaluate runs/nano__distill-fkl__0__20250101-120000/student --preset nano")
+    p = _command(sub, "evaluate", "Evaluate a saved student against the preset's teacher and validation set, "
+                 "or (--suite paper) students on the five sets of the MiniLLM/DistiLLM protocol.",
+                 "arkd evaluate runs/nano__distill-fkl__0__20250101-120000/student --preset nano\n"
+                 "  arkd evaluate runs/A/student runs/B/student --preset gpt2-dolly --suite paper --suite-dir data")
     _common(p, output=False)
-    p.add_argument("student_dir", metavar="STUDENT_DIR", help="Hugging Face folder of the student")
+    p.add_argument("student_dirs", nargs="+", metavar="STUDENT_DIR", help="Hugging Face folder of the student "
+                   "(several with --suite)")
     p.add_argument("--out", default=None, metavar="FILE", help="metrics JSON (default: "
-                   "STUDENT_DIR/../evaluation.json)")
+                   "STUDENT_DIR/../evaluation.json; with --suite STUDENT_DIR/../suite_paper.json, or "
+                   "./suite_paper.json for several students; the table goes beside it as .md)")
+    p.add_argument("--suite", default=None, choices=("paper",), help="run the paper-protocol suite: DollyEval, "
+                   "SelfInst, VicunaEval, S-NI, UnNI; ROUGE-L mean (std) over generation seeds")
+    p.add_argument("--suite-dir", default=None, metavar="DIR", help="folder holding the five sets "
+                   "(eval_suite.dir; MiniLLM layout, e.g. DIR/dolly/valid.jsonl)")
+    p.add_argument("--seeds", default=None, metavar="S1,S2,...", help="generation seeds of the suite "
+                   "(eval_suite.seeds; default 10,20,30,40,50)")
 
     p = _command(sub, "compare", "Run several policies on the same engine seeds; write a mean ± std table "
                  "(Markdown, CSV, JSON) with the best per column marked, plus plots.",
@@ -261,20 +271,60 @@ def _metrics_line(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
 
 
+def _generation_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected comma-separated integers, e.g. 10,20,30,40,50") from None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.suite is not None:
+        return _evaluate_suite(args)
+    for flag, value in (("--suite-dir", args.suite_dir), ("--seeds", args.seeds)):
+        if value is not None:
+            raise UserError(f"{flag} belongs to the evaluation suite; add --suite paper")
+    if len(args.student_dirs) != 1:
+        raise UserError(f"give one STUDENT_DIR (got {len(args.student_dirs)}); several only with --suite paper")
     from train.distill import evaluate_student
     from train.runs import write_json
 
     cfg = _config(args)
     if args.dry_run:
         return _dry_run(cfg)
-    student = Path(args.student_dir)
+    student = Path(args.student_dirs[0])
     _quiet_libraries()
     metrics = evaluate_student(cfg, student)
     out = Path(args.out) if args.out else student.resolve().parent / "evaluation.json"
     write_json(out, {"student": str(student), "preset": cfg.preset, "metrics": metrics})
     say(_metrics_line(metrics))
     say(f"metrics: {out}")
+    return 0
+
+
+def _evaluate_suite(args: argparse.Namespace) -> int:
+    from train.suite import evaluate_suite
+
+    cfg = _config(args, eval_suite={"dir": args.suite_dir, "seeds": _generation_seeds(args.seeds)})
+    if args.dry_run:
+        return _dry_run(cfg)
+    students = [Path(d) for d in args.student_dirs]
+    if args.out:
+        out = Path(args.out)
+    elif len(students) == 1:
+        out = students[0].resolve().parent / "suite_paper.json"
+    else:
+        out = Path("suite_paper.json")
+    _quiet_libraries()
+    say(f"evaluating {len(students)} student(s) on {', '.join(cfg.eval_suite.sets)} with generation seeds "
+        f"{cfg.eval_suite.seeds} ...")
+    results = evaluate_suite(cfg, students, out)
+    from arkd_env.evalsuite import markdown
+
+    print(markdown(results))
+    say(f"scores: {out}    table: {out.with_suffix('.md')}    texts: {out.parent / (out.stem + '_generations')}")
     return 0
 
 
@@ -326,7 +376,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     seeds = list(cfg.run.eval_seeds)
     say(f"[3/3] comparing the learned policy with {', '.join(cfg.run.policies)} on held-out seeds {seeds} ...")
     names = [f"{cfg.agent.algo} (learned)", *compare.unique_labels(cfg.run.policies)]
-    comparison = compare.run_compare(cfg, specs, seeds, run_dir / "compare", names=names)
+    comparison = compare.run_compare(cfg, specs, seeds, run_dir / "compare", names=names, references=names[1:])
     from train.callbacks import read_learning_curve
 
     references = {name: float(sum(r.episode_return for r in rs) / len(rs))

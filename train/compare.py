@@ -3,6 +3,13 @@
 The engine seed sets the student's initialisation and the data order, so policy A and policy B on seed s
 start from the same student and see the same batches; only the weighting differs. Results per run are
 written to ``runs/<policy>/seed_<s>.json``; ``table.json`` / ``table.md`` / ``table.csv`` aggregate them.
+
+Because runs are paired by seed, each policy is also compared with reference policies (``run.reference_policies``
+present in the table, else the first policy) on every ranked metric: the mean over seeds of the paired
+difference (policy - reference) and its 95% percentile bootstrap interval (:mod:`arkd_env.stats`, 10,000
+resamples, fixed seed). Every non-reference policy is compared with every reference; when all policies are
+references, each pair is compared once (later minus earlier in table order). With few seeds the interval is
+coarse and too narrow: it never reaches past the smallest and largest observed difference.
 """
 
 from __future__ import annotations
@@ -11,12 +18,13 @@ import csv
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from arkd_env import stats
 from train import plots
 from train.config import RunConfig
 from train.episode import EpisodeResult, check_spec, label, play
@@ -57,12 +65,37 @@ def summarize(values: Sequence[float]) -> Cell:
 
 
 @dataclass
+class Difference:
+    """mean(policy - reference) over the seeds where both have a value, with its bootstrap interval."""
+
+    policy: str
+    reference: str
+    metric: str
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def fmt(self) -> str:
+        if self.n == 0:
+            return "n/a"
+        if self.n == 1:
+            return f"{self.mean:+.3g} (one seed, no interval)"
+        mark = " *" if self.low > 0 or self.high < 0 else ""
+        return f"{self.mean:+.3g} [{self.low:.3g}, {self.high:.3g}]{mark}"
+
+
+@dataclass
 class Table:
     seeds: list[int]
     policies: list[str]
     metrics: list[str]
     cells: dict[str, dict[str, Cell]]  # policy -> metric -> cell
     best: dict[str, str]  # metric -> best policy
+    references: list[str] = field(default_factory=list)
+    differences: list[Difference] = field(default_factory=list)
+    confidence: float = stats.DEFAULT_CONFIDENCE
+    resamples: int = stats.DEFAULT_RESAMPLES
 
     def fmt(self, policy: str, metric: str) -> str:
         cell = self.cells[policy].get(metric)
@@ -77,6 +110,26 @@ class Table:
         lines += ["| " + " | ".join([p, *(self.fmt(p, m) for m in self.metrics)]) + " |" for p in self.policies]
         note = (f"\nMean ± sample std over engine seeds {self.seeds}; **bold** = best per column "
                 "(higher for returns, ROUGE-L, exact match and tail coverage; lower for divergences).\n")
+        return "\n".join(lines) + "\n" + note + self.differences_markdown()
+
+    def differences_markdown(self) -> str:
+        """The paired differences as a second table: one row per (policy, reference), one column per metric."""
+        if not self.differences:
+            return ""
+        ranked = list(dict.fromkeys(d.metric for d in self.differences))
+        by_pair: dict[tuple[str, str], dict[str, Difference]] = {}
+        for d in self.differences:
+            by_pair.setdefault((d.policy, d.reference), {})[d.metric] = d
+        head = ["policy − reference", *ranked]
+        lines = ["", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        for (policy, reference), row in by_pair.items():
+            cells = [row[m].fmt() if m in row else "n/a" for m in ranked]
+            lines.append("| " + " | ".join([f"{policy} − {reference}", *cells]) + " |")
+        level = f"{100 * self.confidence:g}%"
+        note = (f"\nMean paired difference over the engine seeds (same seed = same student initialisation and "
+                f"data order) [{level} percentile bootstrap interval, {self.resamples} resamples]; * = the "
+                "interval excludes 0. The percentile bootstrap never reaches past the observed differences, so "
+                "with few seeds it understates the uncertainty.\n")
         return "\n".join(lines) + "\n" + note
 
     def csv(self) -> str:
@@ -94,11 +147,52 @@ class Table:
 
     def to_json(self) -> dict[str, Any]:
         return {"seeds": self.seeds, "policies": self.policies, "metrics": self.metrics, "best": self.best,
-                "rows": {p: {m: vars(c) for m, c in row.items()} for p, row in self.cells.items()}}
+                "rows": {p: {m: vars(c) for m, c in row.items()} for p, row in self.cells.items()},
+                "references": self.references,
+                "differences": [vars(d) for d in self.differences],
+                "difference_settings": {"statistic": "mean of paired differences (policy - reference)",
+                                        "interval": "percentile bootstrap", "confidence": self.confidence,
+                                        "resamples": self.resamples, "pairs": "same engine seed"}}
 
 
-def build_table(results: Mapping[str, Sequence[Mapping[str, float]]], seeds: list[int]) -> Table:
-    """``results[policy]`` = metrics of each seed's run, in seed order."""
+def difference_pairs(policies: Sequence[str], references: Sequence[str]) -> list[tuple[str, str]]:
+    """(policy, reference) pairs to compare: every non-reference policy against every reference, in order;
+    when every policy is a reference, each pair once (later minus earlier). Unknown references are ignored;
+    with none left the first policy is the reference."""
+    refs = [r for r in dict.fromkeys(references) if r in policies] or list(policies[:1])
+    pairs = [(p, r) for r in refs for p in policies if p not in refs]
+    if not pairs:
+        pairs = [(p, r) for i, r in enumerate(refs) for p in refs[i + 1:]]
+    return pairs
+
+
+def paired_differences(results: Mapping[str, Sequence[Mapping[str, float]]], metrics: Sequence[str],
+                       pairs: Sequence[tuple[str, str]], confidence: float = stats.DEFAULT_CONFIDENCE,
+                       resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0) -> list[Difference]:
+    """For each pair and ranked metric, the mean paired difference over seeds with its bootstrap interval."""
+    out: list[Difference] = []
+    for policy, reference in pairs:
+        a, b = results[policy], results[reference]
+        if len(a) != len(b):
+            raise ValueError(f"policies {policy!r} and {reference!r} ran on {len(a)} and {len(b)} seeds; "
+                             "paired differences need the same seeds")
+        for metric in metrics:
+            if not direction(metric):
+                continue
+            interval = stats.paired_difference_ci([r.get(metric, math.nan) for r in a],
+                                                  [r.get(metric, math.nan) for r in b],
+                                                  confidence=confidence, resamples=resamples, seed=seed)
+            # One pair has no spread to resample: report the difference without an interval.
+            low, high = (interval.low, interval.high) if interval.n > 1 else (math.nan, math.nan)
+            out.append(Difference(policy, reference, metric, interval.estimate, low, high, interval.n))
+    return out
+
+
+def build_table(results: Mapping[str, Sequence[Mapping[str, float]]], seeds: list[int],
+                references: Sequence[str] | None = None, confidence: float = stats.DEFAULT_CONFIDENCE,
+                resamples: int = stats.DEFAULT_RESAMPLES) -> Table:
+    """``results[policy]`` = metrics of each seed's run, in seed order; ``references`` = the policies the paired
+    differences are taken against (see :func:`difference_pairs`)."""
     metrics = sorted({m for runs in results.values() for run in runs for m in run})
     if "episode_return" in metrics:
         metrics.remove("episode_return")
@@ -111,7 +205,11 @@ def build_table(results: Mapping[str, Sequence[Mapping[str, float]]], seeds: lis
         ranked = sorted(((cells[p][m].mean * sign, p) for p in results if sign and cells[p][m].n), reverse=True)
         if len(ranked) > 1 and ranked[0][0] > ranked[1][0]:  # ties mark nobody
             best[m] = ranked[0][1]
-    return Table(seeds=list(seeds), policies=list(results), metrics=metrics, cells=cells, best=best)
+    pairs = difference_pairs(list(results), list(references or []))
+    refs = list(dict.fromkeys(r for _, r in pairs))
+    differences = paired_differences(results, metrics, pairs, confidence=confidence, resamples=resamples)
+    return Table(seeds=list(seeds), policies=list(results), metrics=metrics, cells=cells, best=best,
+                 references=refs, differences=differences, confidence=confidence, resamples=resamples)
 
 
 @dataclass
@@ -134,8 +232,9 @@ def unique_labels(specs: Sequence[str]) -> list[str]:
 
 
 def run_compare(cfg: RunConfig, specs: Sequence[str], seeds: Sequence[int], out_dir: Path,
-                names: Sequence[str] | None = None) -> Comparison:
-    """Play every spec on every seed; ``names`` replaces the specs' labels in tables and plots."""
+                names: Sequence[str] | None = None, references: Sequence[str] | None = None) -> Comparison:
+    """Play every spec on every seed; ``names`` replaces the specs' labels in tables and plots; ``references``
+    (table names) defaults to the labels of ``run.reference_policies``."""
     for spec in specs:
         check_spec(spec)
     labels = list(names) if names is not None else unique_labels(specs)
@@ -147,8 +246,10 @@ def run_compare(cfg: RunConfig, specs: Sequence[str], seeds: Sequence[int], out_
         result.policy = name
         runs[name].append(result)
         write_json(out_dir / "runs" / sanitize(name) / f"seed_{seed}.json", result.summary())
+    if references is None:
+        references = [label(spec) for spec in cfg.run.reference_policies]
     table = build_table({n: [{"episode_return": r.episode_return, **r.metrics} for r in rs]
-                         for n, rs in runs.items()}, list(seeds))
+                         for n, rs in runs.items()}, list(seeds), references=references)
     write_outputs(table, out_dir)
     first = {name: rs[0].steps for name, rs in runs.items()}
     figures = [plots.weight_trajectories(first, out_dir / "plots" / "weights.png"),

@@ -21,6 +21,7 @@ from arkd_env.config import (
     ConfigError,
     EngineConfig,
     EnvConfig,
+    SuiteConfig,
     apply_overrides,
     check,
     from_dict,
@@ -33,7 +34,7 @@ from arkd_env.config import (
 
 DEFAULT_PRESET = "embedded"
 VEC_ENVS = ("auto", "dummy", "subproc", "ray")
-SECTIONS = ("engine", "env", "agent", "run")
+SECTIONS = ("engine", "env", "agent", "run", "eval_suite")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -86,7 +87,8 @@ class RunOptions:
     policies: list[str] = help_field("Policies `arkd demo` compares with the learned one.",
                                 default_factory=lambda: ["fkl", "rkl", "fixed:0.5", "akl"])
     reference_policies: list[str] = help_field("Fixed policies whose returns are drawn on the learning curve "
-                                          "at the end of `arkd train` ([] to skip).",
+                                          "at the end of `arkd train` ([] to skip), and the references "
+                                          "`arkd compare` reports paired differences against.",
                                           default_factory=lambda: ["fkl", "rkl"])
     final_eval: bool = help_field("After training, run one deterministic episode of the learned policy.",
                              default=True)
@@ -111,6 +113,8 @@ class RunConfig:
     env: EnvConfig = help_field("The RL environment around it.", default_factory=EnvConfig)
     agent: AgentConfig = help_field("The learning agent.", default_factory=AgentConfig)
     run: RunOptions = help_field("Budget, seeds, checkpoints and outputs.", default_factory=RunOptions)
+    eval_suite: SuiteConfig = help_field("The paper-protocol evaluation suite (arkd evaluate --suite paper).",
+                                         default_factory=SuiteConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

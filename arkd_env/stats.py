@@ -1,0 +1,112 @@
+"""Summary statistics of repeated runs: mean, sample standard deviation and percentile bootstrap intervals.
+
+Used by the evaluation suite (mean and std of ROUGE-L over generation seeds) and by `arkd compare`
+(paired differences between policies run on the same engine seeds). Numpy only: the resampling is a
+plain percentile bootstrap, seeded so that the same inputs always give the same interval.
+
+Bootstrap of a mean, for n values x₁..xₙ: draw ``resamples`` samples of n values with replacement, take
+each sample's mean, and report the (1 - c)/2 and (1 + c)/2 quantiles of those means for confidence c.
+A paired difference of means is the bootstrap of the mean of dᵢ = aᵢ - bᵢ, which keeps what pair i shares
+(here: the engine seed, i.e. the student's initialisation and data order) out of the interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_RESAMPLES = 10_000
+DEFAULT_CONFIDENCE = 0.95
+_CHUNK = 1_000  # resamples drawn at once, so memory stays at _CHUNK × n values whatever ``resamples`` is
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its bootstrap interval; ``n`` is the number of values (or pairs) used."""
+
+    estimate: float
+    low: float
+    high: float
+    n: int
+    confidence: float = DEFAULT_CONFIDENCE
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+def finite(values: Sequence[float | None]) -> np.ndarray:
+    """The finite values as a float64 array (None, NaN and ±inf dropped)."""
+    kept = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return np.asarray(kept, dtype=np.float64)
+
+
+def mean(values: Sequence[float | None]) -> float:
+    """Mean of the finite values; NaN when there are none."""
+    data = finite(values)
+    return float(data.mean()) if data.size else math.nan
+
+
+def sample_std(values: Sequence[float | None]) -> float:
+    """Sample standard deviation (n - 1 in the denominator) of the finite values; 0 for one value, NaN for none."""
+    data = finite(values)
+    if data.size == 0:
+        return math.nan
+    if data.size == 1:
+        return 0.0
+    return float(data.std(ddof=1))
+
+
+def _check(confidence: float, resamples: int) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence!r}: must lie in (0, 1)")
+    if resamples < 1:
+        raise ValueError(f"resamples={resamples!r}: must be >= 1")
+
+
+def bootstrap_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """Means of ``resamples`` samples drawn with replacement from ``values`` (same seed, same means)."""
+    rng = np.random.default_rng(seed)
+    n = values.size
+    out = np.empty(resamples, dtype=np.float64)
+    for start in range(0, resamples, _CHUNK):
+        count = min(_CHUNK, resamples - start)
+        out[start:start + count] = values[rng.integers(0, n, size=(count, n))].mean(axis=1)
+    return out
+
+
+def bootstrap_ci(values: Sequence[float | None], confidence: float = DEFAULT_CONFIDENCE,
+                 resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Interval:
+    """Percentile bootstrap interval of the mean of the finite ``values``.
+
+    No values give NaN bounds; one value (or identical values) gives a zero-width interval at that value.
+    """
+    _check(confidence, resamples)
+    data = finite(values)
+    if data.size == 0:
+        return Interval(math.nan, math.nan, math.nan, 0, confidence)
+    estimate = float(data.mean())
+    if data.size == 1 or bool(np.all(data == data[0])):
+        return Interval(estimate, estimate, estimate, int(data.size), confidence)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(bootstrap_means(data, resamples, seed), [tail, 1.0 - tail])
+    return Interval(estimate, float(low), float(high), int(data.size), confidence)
+
+
+def paired_difference_ci(a: Sequence[float | None], b: Sequence[float | None],
+                         confidence: float = DEFAULT_CONFIDENCE, resamples: int = DEFAULT_RESAMPLES,
+                         seed: int = 0) -> Interval:
+    """Bootstrap interval of mean(a - b) over pairs (aᵢ, bᵢ); a pair with a missing or non-finite side is
+    dropped. ``a`` and ``b`` must have the same length (pair i is e.g. the same engine seed)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
+    differences = []
+    for x, y in zip(a, b, strict=True):
+        if x is None or y is None:
+            continue
+        fx, fy = float(x), float(y)
+        if math.isfinite(fx) and math.isfinite(fy):
+            differences.append(fx - fy)
+    return bootstrap_ci(differences, confidence, resamples, seed)

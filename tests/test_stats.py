@@ -1,0 +1,99 @@
+"""arkd_env/stats.py: mean, sample std and percentile bootstrap intervals on inputs whose answers are known."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from arkd_env.stats import bootstrap_ci, mean, paired_difference_ci, sample_std
+
+
+def test_mean_and_sample_std_by_hand() -> None:
+    assert mean([1.0, 2.0, 4.0]) == pytest.approx(7 / 3)
+    # Σ(x - 7/3)² = 16/9 + 1/9 + 25/9 = 42/9, divided by n - 1 = 2
+    assert sample_std([1.0, 2.0, 4.0]) == pytest.approx(math.sqrt(42 / 18))
+    assert mean([None, math.nan, 3.0, math.inf]) == 3.0 and sample_std([3.0, math.nan]) == 0.0
+    assert math.isnan(mean([])) and math.isnan(sample_std([math.nan]))
+
+
+def test_constant_samples_give_a_zero_width_interval() -> None:
+    interval = bootstrap_ci([2.5] * 7)
+    assert (interval.estimate, interval.low, interval.high, interval.n) == (2.5, 2.5, 2.5, 7)
+    single = bootstrap_ci([4.0, math.nan])
+    assert (single.low, single.high, single.n) == (4.0, 4.0, 1)
+    empty = bootstrap_ci([])
+    assert empty.n == 0 and math.isnan(empty.low) and math.isnan(empty.high)
+
+
+def test_two_values_give_the_whole_range() -> None:
+    # Resampling [0, 1] gives the means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4: both 2.5% tails sit on the ends.
+    interval = bootstrap_ci([0.0, 1.0], resamples=4000, seed=3)
+    assert (interval.low, interval.high) == (0.0, 1.0) and interval.estimate == 0.5
+
+
+def test_one_success_in_four_by_hand() -> None:
+    # Resampled means of [0, 0, 0, 1] are k/4 with k ~ Binomial(4, 1/4): P(k = 0) = 0.316 > 2.5%, so the lower
+    # bound is 0; P(k >= 3) = 0.051 > 2.5% > P(k = 4) = 0.004, so the upper bound is 3/4.
+    interval = bootstrap_ci([0.0, 0.0, 0.0, 1.0], seed=11)
+    assert (interval.low, interval.high) == (0.0, 0.75)
+
+
+def test_matches_the_enumerated_bootstrap_distribution() -> None:
+    values = [1.0, 2.0, 3.0, 4.0, 10.0]
+    exact = np.array([np.mean(c) for c in itertools.product(values, repeat=len(values))])  # all 5^5 resamples
+    expected_low, expected_high = np.quantile(exact, [0.025, 0.975])
+    interval = bootstrap_ci(values, resamples=20_000, seed=1)
+    assert interval.low == pytest.approx(expected_low, abs=0.1)
+    assert interval.high == pytest.approx(expected_high, abs=0.1)
+    assert interval.estimate == pytest.approx(4.0)
+
+
+def test_large_normal_sample_agrees_with_the_normal_interval() -> None:
+    data = np.random.default_rng(0).normal(5.0, 2.0, size=400)
+    interval = bootstrap_ci(data.tolist(), seed=2)
+    half = 1.96 * data.std(ddof=1) / math.sqrt(data.size)
+    assert interval.low == pytest.approx(data.mean() - half, abs=0.15 * half)
+    assert interval.high == pytest.approx(data.mean() + half, abs=0.15 * half)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_interval_contains_the_sample_mean_and_is_reproducible(seed: int) -> None:
+    data = np.random.default_rng(100 + seed).exponential(size=12).tolist()
+    first = bootstrap_ci(data, seed=seed)
+    assert first.low < mean(data) < first.high and first.estimate == pytest.approx(mean(data))
+    assert first.contains(mean(data)) and not first.contains(first.high + 1e-9)
+    assert bootstrap_ci(data, seed=seed) == first
+    other = bootstrap_ci(data, seed=seed + 1000)
+    assert other != first and other.low == pytest.approx(first.low, rel=0.1)
+
+
+def test_higher_confidence_gives_a_wider_interval() -> None:
+    data = [0.3, 1.2, 0.8, 2.0, 1.1, 0.4, 1.6]
+    narrow, wide = bootstrap_ci(data, confidence=0.5), bootstrap_ci(data, confidence=0.99)
+    assert wide.low < narrow.low < narrow.high < wide.high
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_ci(data, confidence=1.0)
+    with pytest.raises(ValueError, match="resamples"):
+        bootstrap_ci(data, resamples=0)
+
+
+def test_paired_difference_removes_what_pairs_share() -> None:
+    shared = [0.0, 10.0, 20.0, 30.0, 40.0]  # e.g. the engine seed's effect, the same for both policies
+    a = [s + 2.0 for s in shared]
+    exact = paired_difference_ci(a, shared)
+    assert (exact.estimate, exact.low, exact.high, exact.n) == (2.0, 2.0, 2.0, 5)
+    noise = [0.1, -0.2, 0.05, 0.15, -0.1]
+    noisy = paired_difference_ci([x + n for x, n in zip(a, noise, strict=True)], shared)
+    unpaired_width = bootstrap_ci(a).high - bootstrap_ci(a).low
+    assert noisy.high - noisy.low < 0.05 * unpaired_width
+    assert noisy.low < noisy.estimate < noisy.high and noisy.estimate == pytest.approx(2.0 + sum(noise) / 5)
+
+
+def test_paired_difference_drops_incomplete_pairs_and_checks_lengths() -> None:
+    interval = paired_difference_ci([1.0, None, 3.0, math.nan], [0.0, 1.0, 1.0, 2.0])
+    assert interval.n == 2 and interval.estimate == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_difference_ci([1.0, 2.0], [1.0])

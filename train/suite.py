@@ -1,0 +1,109 @@
+"""`arkd evaluate --suite paper`: saved students through the paper-protocol evaluation suite.
+
+Writes ``OUT.json`` (per student and set: ROUGE-L mean, std and per-seed values, the loading counts and the
+protocol), ``OUT.md`` (one row per student and metric, one column per set, mean (std) over the seeds) and
+``OUT_generations/<student>/<set>_seed<k>.jsonl`` (every sampled text with its scores).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from arkd_env.evalsuite import SuiteResult
+from train.config import RunConfig
+from train.progress import bar, say
+from train.runs import atomic_write_text, write_json
+
+SUITES = ("paper",)
+
+
+def student_label(student_dir: Path, taken: list[str]) -> str:
+    """The run folder's name for ``RUN/student``, else the folder's own name; made unique among ``taken``."""
+    resolved = student_dir.resolve()
+    base = resolved.parent.name if resolved.name == "student" and resolved.parent.name else resolved.name
+    name, k = base or str(student_dir), 2
+    while name in taken:
+        name, k = f"{base}-{k}", k + 1
+    return name
+
+
+def _check_student(student_dir: Path) -> None:
+    if not student_dir.is_dir():
+        raise FileNotFoundError(f"{student_dir}: student folder not found")
+    if not (student_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{student_dir}: not a Hugging Face model folder (no config.json)")
+
+
+def suite_tokenizer(cfg: RunConfig, student_dir: Path) -> Any:
+    """The student folder's own tokenizer, else the preset's (built and cached for the built presets)."""
+    from arkd_env import models
+
+    if (student_dir / "tokenizer.json").is_file() or (student_dir / "tokenizer_config.json").is_file():
+        return models.load_tokenizer(str(student_dir))
+    from transformers import AutoTokenizer
+
+    from arkd_env.prepare import _build_tokenizer, prepare
+
+    built = prepare(cfg.engine)
+    return AutoTokenizer.from_pretrained(built / "tokenizer") if built is not None else _build_tokenizer(cfg.engine)
+
+
+def load_student(student_dir: Path, device: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(student_dir))
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{student_dir}: cannot load the student ({err})") from None
+    return model.to(device)
+
+
+def evaluate_suite(cfg: RunConfig, student_dirs: list[Path], out: Path) -> list[SuiteResult]:
+    """Run the suite of ``cfg.eval_suite`` on every student and write OUT.json, OUT.md and the generations."""
+    from arkd_env import evalsuite, metrics, models
+
+    suite = cfg.eval_suite
+    for student_dir in student_dirs:
+        _check_student(student_dir)
+    for name in suite.sets:  # a missing set fails before any model is loaded
+        evalsuite.locate_set(name, suite)
+    device = models.pick_device(cfg.engine.device)
+    scorer, skipped = None, None
+    if suite.bertscore:
+        try:
+            scorer = metrics.load_bertscore(suite.bertscore_model, str(device), suite.batch_size)
+        except metrics.MetricUnavailable as err:
+            skipped = str(err)
+            say(f"BERTScore skipped: {skipped}")
+    template = cfg.engine.data.prompt_template
+    max_new_tokens = suite.max_length - suite.max_prompt_length
+    results: list[SuiteResult] = []
+    labels: list[str] = []
+    for student_dir in student_dirs:
+        labels.append(student_label(student_dir, labels))
+        tokenizer = suite_tokenizer(cfg, student_dir)
+        sets = evalsuite.load_suite(suite, tokenizer, template)
+        model = load_student(student_dir, device)
+        total = sum(len(s.examples) for s in sets.values()) * len(suite.seeds)
+        progress = bar(total=total, desc=labels[-1], unit="prompt")
+
+        def on_pass(label: str, _: int, progress: Any = progress) -> Any:
+            progress.set_description(label)
+            return progress.update
+
+        try:
+            result = evalsuite.run_suite(model, tokenizer, sets, suite.seeds, max_new_tokens=max_new_tokens,
+                                         batch_size=suite.batch_size, device=device, bertscore=scorer,
+                                         bertscore_skipped=skipped, student=labels[-1], progress=on_pass)
+        finally:
+            progress.close()
+        result.protocol.update(evalsuite.suite_protocol(suite, template))
+        results.append(result)
+        evalsuite.write_generations(result, out.parent / f"{out.stem}_generations" / labels[-1])
+        del model
+    write_json(out, {"suite": "paper", "preset": cfg.preset,
+                     "students": [{**r.to_json(), "folder": str(d)} for r, d in zip(results, student_dirs,
+                                                                                      strict=True)]})
+    atomic_write_text(out.with_suffix(".md"), evalsuite.markdown(results))
+    return results
