@@ -127,7 +127,8 @@ def _constructor_kwargs(cls: type, label: str, hparams: dict[str, Any],
 
 
 def make_agent(name: str, env: Any, hyperparams: Mapping[str, Any] | None = None, preset: str | None = None,
-               seed: int | None = None, tensorboard_log: str | None = None, verbose: int = 0) -> Any:
+               seed: int | None = None, tensorboard_log: str | None = None, verbose: int = 0,
+               device: str | None = None) -> Any:
     """Build the agent ``name`` for ``env``.
 
     name: a registered algorithm (``ppo``, ``sac``, ``a2c``, ``td3``, ``ddpg``, ``tqc``,
@@ -136,6 +137,7 @@ def make_agent(name: str, env: Any, hyperparams: Mapping[str, Any] | None = None
     ``package.module:Class`` for any class with the BaseAlgorithm interface.
     hyperparams: overrides merged over the YAML defaults of ``preset`` (dotted keys such as
     ``policy_kwargs.net_arch`` allowed).
+    device: torch device of the agent's networks, for classes that take one (None: the class's default).
     """
     if is_baseline_spec(name):
         return make_baseline(name, env, **dict(hyperparams or {}))
@@ -154,8 +156,10 @@ def make_agent(name: str, env: Any, hyperparams: Mapping[str, Any] | None = None
     names, _ = _accepted(cls)
     if "policy" in names:
         values.setdefault("policy", "MlpPolicy")
-    kwargs = _constructor_kwargs(cls, name, values,
-                                 {"seed": seed, "tensorboard_log": tensorboard_log, "verbose": verbose})
+    extras = {"seed": seed, "tensorboard_log": tensorboard_log, "verbose": verbose}
+    if device is not None:
+        extras["device"] = device
+    kwargs = _constructor_kwargs(cls, name, values, extras)
     return cls(env=env, **kwargs)
 
 
@@ -241,17 +245,48 @@ def load_agent(name_or_path: str | Path, env: Any = None, algo: str | None = Non
                              "or a baseline name")
         raise ValueError(f"no saved policy at {text!r} and not a baseline name "
                          f"(baselines: {', '.join(BASELINE_NAMES)})")
-    kind = algo or (_saved_algo(path) if zipfile.is_zipfile(path) else None)
+    try:
+        kind = algo or (_saved_algo(path) if zipfile.is_zipfile(path) else None)
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as err:  # a corrupt entry; JSON errors included
+        raise _unreadable(path, err) from None
     if kind is None:
-        raise ValueError(f"{path}: cannot tell which algorithm saved this file; pass algo= "
+        raise ValueError(f"{path}: not a policy saved by ARKD or Stable-Baselines3 (damaged or truncated, or "
+                         f"another kind of file); for a policy in another format pass algo= "
                          f"(one of {', '.join(ALGORITHMS)} or 'package.module:Class')")
-    if kind == "baseline":
-        return BaselinePolicy.load(path, env=env)
-    cls = algorithm_class(kind) if kind in ALGORITHMS else import_class(kind)
-    model = cls.load(str(path), device=device)  # type: ignore[attr-defined]
-    if env is None:
+    cls: Any = BaselinePolicy if kind == "baseline" else (
+        algorithm_class(kind) if kind in ALGORITHMS else import_class(kind))
+    model = _read(cls, path, env if kind == "baseline" else None, device)
+    if env is None or kind == "baseline":
         return model
     # Check with our message first, then reload bound to env (SB3's set_env would refuse an env
     # with another number of sub-envs than the policy was trained with).
-    check_spaces(model, env)
-    return cls.load(str(path), env=env, device=device)  # type: ignore[attr-defined]
+    try:
+        check_spaces(model, env)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    return _read(cls, path, env, device)
+
+
+def _unreadable(path: Path, err: BaseException) -> ValueError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return ValueError(f"{path}: not a readable saved policy, damaged or truncated ({type(err).__name__}: {first})")
+
+
+def _read(cls: Any, path: Path, env: Any, device: str) -> Any:
+    """``cls.load``; a damaged file gives one ValueError naming ``path`` (a missing package stays an ImportError).
+
+    Stable-Baselines3 zip files hold pickled objects: load only files you wrote (your own run folders)."""
+    try:
+        if cls is BaselinePolicy:
+            return cls.load(path, env=env)
+        if env is None:
+            return cls.load(str(path), device=device)
+        return cls.load(str(path), env=env, device=device)
+    except ImportError:
+        raise
+    except ValueError as err:
+        if isinstance(err, json.JSONDecodeError):
+            raise _unreadable(path, err) from None
+        raise ValueError(str(err) if str(path) in str(err) else f"{path}: {err}") from None
+    except Exception as err:  # zipfile, torch and pickle raise many types for a damaged file
+        raise _unreadable(path, err) from None

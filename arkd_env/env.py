@@ -92,7 +92,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
 
     ## Episode End
     Truncation: after `horizon` steps. Termination: after `max_consecutive_failures` steps in a row whose
-    updates produced a non-finite loss or gradient (each failed step restores the last good state).
+    updates produced a non-finite loss or gradient (such updates are skipped) or left non-finite weights
+    (the step is then undone: the engine returns to its state before the step and `info["restored"]` is True).
 
     ## Arguments
     `gymnasium.make("arkd_env/Distill-v0", preset="nano", horizon=8, engine_overrides={"lr": 1e-3})`:
@@ -252,11 +253,14 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         if self._done:
             raise gym.error.ResetNeeded("Cannot call DistillEnv.step() before reset() or after the episode ended")
         weights = self.action_to_weights(action)
-        last_good = self.distiller.snapshot()
+        last_good = self.distiller.snapshot()  # finite: every step ends with finite weights (below)
         report = self.distiller.train_steps(weights, self.config.updates_per_step)
-        failed = report.n_failed > 0
-        if failed and not self.distiller.parameters_finite():
+        # An update's loss and gradient are checked before it is applied; weights can still go non-finite after
+        # a check passed (e.g. an optimizer overflow in the step's last update), so they are checked too.
+        restored = not self.distiller.parameters_finite()
+        if restored:
             self.distiller.restore(last_good)
+        failed = report.n_failed > 0 or restored
         self._failures = self._failures + 1 if failed else 0
         self._step += 1
         metrics = self._evaluate()
@@ -275,7 +279,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         self._done = truncated or terminated
         obs = self._observation(report.features, metrics, previous, weights)
         info = {"weights": weights, "val": metrics, "train": report.features, "components": report.components,
-                "loss": report.loss, "n_failed": report.n_failed, "consecutive_failures": self._failures,
+                "loss": report.loss, "n_failed": report.n_failed, "restored": restored,
+                "consecutive_failures": self._failures,
                 "updates": self.distiller.updates, "step": self._step}
         self._last = {**info, "reward": float(reward)}
         return obs, float(reward), terminated, truncated, info

@@ -1,10 +1,15 @@
-"""Test-wide settings: no hub access, one shared cache of built presets per test session."""
+"""Test-wide settings: no hub access, one torch thread, one shared cache of built presets per test session."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+import torch
+
+# The test models are tiny: a second torch thread only adds synchronisation, and on 2 busy cores it made
+# steps dozens of times slower. Subprocesses get the same from OMP_NUM_THREADS (tests/_cli_helpers.py).
+torch.set_num_threads(1)
 
 # A stray hub call must fail in seconds instead of hanging on a machine without network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -25,6 +25,7 @@ from stable_baselines3.common.logger import HParam, TensorBoardOutputFormat
 
 from train import checkpoints
 from train.progress import bar
+from train.runs import atomic_write_text
 
 LEARNING_CURVE = "learning_curve.csv"
 HPARAM_METRICS = {"rollout/ep_rew_mean": 0.0}
@@ -117,7 +118,7 @@ class LearningCurveCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         if not self.path.is_file():
-            self.path.write_text("env_steps,episode_return,episode_length\n")
+            atomic_write_text(self.path, "env_steps,episode_return,episode_length\n")
 
     def _on_step(self) -> bool:
         rows = []
@@ -160,7 +161,8 @@ def truncate_learning_curve(run_dir: Path, max_steps: int) -> None:
         for row in rows:
             step, value, _ = row.split(",")
             kept.append(f"{step},{value},{lengths.get((step, value), '0')}")
-        path.write_text("\n".join(["env_steps,episode_return,episode_length", *kept]) + "\n")
+        # Atomic: a kill during this rewrite must not lose the curve logged before the checkpoint.
+        atomic_write_text(path, "\n".join(["env_steps,episode_return,episode_length", *kept]) + "\n")
 
 
 class CheckpointCallback(BaseCallback):

@@ -97,10 +97,17 @@ def load(folder: Path, env: Any, device: str = "auto") -> Any:
     """The agent of checkpoint ``folder`` attached to ``env``, with its replay buffer when it has one."""
     from agents.registry import load_agent
 
-    model = load_agent(folder / MODEL_FILE, env=env, device=device)
+    hint = f"; delete {folder} to resume from the checkpoint before it"
+    try:
+        model = load_agent(folder / MODEL_FILE, env=env, device=device)
+    except ValueError as err:
+        raise ValueError(f"{err}{hint}") from None
     buffer = folder / BUFFER_FILE
     if buffer.is_file() and hasattr(model, "load_replay_buffer"):
-        model.load_replay_buffer(buffer)
+        try:
+            model.load_replay_buffer(buffer)
+        except Exception as err:  # a damaged pickle raises many types
+            raise ValueError(f"{buffer}: not a readable replay buffer ({type(err).__name__}: {err}){hint}") from None
     if hasattr(model, "_last_obs"):
         model._last_obs = None  # a resumed run starts a fresh episode on the fresh envs
     return model

@@ -1,8 +1,9 @@
 """The `arkd` command: prepare · train · distill · evaluate · compare · demo.
 
 Every user error (unknown preset, algorithm or policy; missing file; bad override; a policy that does not
-fit the env's spaces; a failed write such as a full disk) ends with one line on stderr and exit status 2;
-``--debug`` shows the traceback instead. Ctrl-C during `arkd train` saves a checkpoint and exits with 130.
+fit the env's spaces; a failed write such as a full disk) ends with one line on stderr and exit status 2,
+and a failed command removes the run folder it made unless that holds a checkpoint; ``--debug`` shows the
+traceback instead. Ctrl-C during `arkd train` saves a checkpoint and exits with 130.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from arkd_env.config import ConfigError
 from train.config import RunConfig, load_run_config, replace
 from train.errors import Interrupted, UserError
 from train.progress import say
+from train.runs import removed_on_error
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -254,8 +256,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         return _dry_run(cfg)
     check_spec(args.policy)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        out = runs.make_out_dir(args.out)
     else:
         out = runs.create_run_dir(cfg.run.output_dir, cfg.preset, f"distill-{label(args.policy)}", cfg.engine.seed)
     _quiet_libraries()
@@ -424,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.filterwarnings("ignore")
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
-        return COMMANDS[args.command](args)
+        with removed_on_error():  # a failed command leaves no half-made run folder behind
+            return COMMANDS[args.command](args)
     except Interrupted as err:
         print(f"arkd {args.command}: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED

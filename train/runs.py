@@ -2,17 +2,21 @@
 
 A run folder is ``<output_dir>/<preset>__<algo>__<seed>__<timestamp>/``. Every part of the name that
 comes from the user is reduced to ``[A-Za-z0-9._-]`` and the final path is checked to lie inside the
-output directory, so no name can write elsewhere.
+output directory, so no name can write elsewhere. Folders made by :func:`create_run_dir` and
+:func:`make_out_dir` inside :func:`removed_on_error` are deleted again when the command fails before
+they hold any result, so bad input leaves no partial output behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,8 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 POLICY_FILE = "policy.zip"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Per open `removed_on_error` block: the output folders made in it, with the parents made for each.
+_BLOCKS: list[list[tuple[Path, list[Path]]]] = []
 
 
 def sanitize(part: str, fallback: str = "run") -> str:
@@ -41,19 +47,72 @@ def run_name(*parts: str | int) -> str:
     return "__".join([*(sanitize(str(p)) for p in parts), stamp])
 
 
+def _record(folder: Path, parents: list[Path]) -> None:
+    if _BLOCKS:
+        _BLOCKS[-1].append((folder, parents))
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The ancestors of ``path`` that do not exist yet, innermost first."""
+    return [p for p in path.absolute().parents if not p.exists()]
+
+
 def create_run_dir(output_dir: str | Path, *parts: str | int, name: str | None = None) -> Path:
     """Make a fresh run folder under ``output_dir`` (a numeric suffix avoids collisions)."""
     root = Path(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
     base = sanitize(name) if name else run_name(*parts)
+    made = _missing_parents(root / base)
+    root.mkdir(parents=True, exist_ok=True)
     for attempt in range(1000):
         candidate = inside(root / (base if attempt == 0 else f"{base}-{attempt}"), root)
         try:
             candidate.mkdir()
         except FileExistsError:
             continue
+        _record(candidate, made)
         return candidate
     raise ValueError(f"{root / base}: cannot create a fresh run folder")
+
+
+def make_out_dir(path: str | Path) -> Path:
+    """The folder ``path`` a user named for the outputs (``--out``), made with its parents when missing."""
+    path = Path(path)
+    if not path.is_dir():
+        made = _missing_parents(path)
+        path.mkdir(parents=True, exist_ok=True)
+        _record(path, made)
+    return path
+
+
+def _holds_results(folder: Path) -> bool:
+    """True once a run wrote anything beyond what every command writes first (its config and TensorBoard
+    folder): a checkpoint, a per-seed result, a learning curve. Those are the user's and are never deleted."""
+    return any(p.is_file() for p in folder.rglob("*") if p.relative_to(folder).parts[0] not in (CONFIG_FILE, "tb"))
+
+
+@contextlib.contextmanager
+def removed_on_error() -> Iterator[None]:
+    """Delete the output folders made inside the block when it raises an error before they hold any result
+    (so a long compare that fails late keeps its finished runs, and a checkpointed run stays resumable).
+    Ctrl-C (KeyboardInterrupt, :class:`train.errors.Interrupted`) keeps them."""
+    from train.errors import Interrupted
+
+    made: list[tuple[Path, list[Path]]] = []
+    _BLOCKS.append(made)
+    try:
+        yield
+    except Interrupted:
+        raise
+    except Exception:
+        for folder, parents in reversed(made):
+            if folder.is_dir() and not _holds_results(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+                for parent in parents:  # only while empty: another run may have written there meanwhile
+                    with contextlib.suppress(OSError):
+                        parent.rmdir()
+        raise
+    finally:
+        _BLOCKS.pop()  # blocks nest, so the innermost (this one) is last
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

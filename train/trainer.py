@@ -45,8 +45,17 @@ class TrainResult:
 
 
 def check_algo(cfg: RunConfig) -> None:
-    """Unknown or unusable agent names fail before any env is built."""
+    """Unknown or unusable agent names, and devices that do not exist here, fail before any env is built."""
     from agents.registry import ALGORITHMS, algorithm_class, import_class, known_names
+    from arkd_env.models import pick_device
+
+    for section, device in (("engine", cfg.engine.device), ("agent", cfg.agent.device)):
+        try:
+            pick_device(device)
+        except ValueError as err:  # "device='cuda:7': ..." becomes "agent.device='cuda:7': ..."
+            text = str(err)
+            raise ValueError(f"{section}.{text}" if text.startswith("device=") else f"{section}.device: {text}") \
+                from None
 
     name = cfg.agent.algo
     if name.lower() in ALGORITHMS:
@@ -112,7 +121,7 @@ def _new_model(cfg: RunConfig, venv: Any) -> Any:
     from agents.registry import make_agent
 
     return make_agent(cfg.agent.algo, venv, hyperparams=cfg.agent.hparams, preset=cfg.preset,
-                      seed=cfg.run.seed)
+                      seed=cfg.run.seed, device=cfg.agent.device)
 
 
 def learn(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Any:

@@ -1,0 +1,1 @@
+"""Reliability tests: a corpus of bad inputs, injected faults and security checks (see README, Reliability)."""

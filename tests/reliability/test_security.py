@@ -1,0 +1,181 @@
+"""Loading never runs code from a file ARKD did not write, nothing goes to the network unless a hub model or
+data set is named, and names and paths from the command line cannot leave the output directory."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _cli_helpers import TINY, env
+
+from train import runs
+from train.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("arkd_env", "agents", "train")
+PICKLERS = {"pickle", "cPickle", "cloudpickle", "dill", "marshal", "shelve", "joblib"}
+
+
+def sources() -> Iterator[tuple[str, ast.AST]]:
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            yield str(path.relative_to(ROOT)), ast.parse(path.read_text(encoding="utf-8"))
+
+
+def calls(tree: ast.AST) -> Iterator[tuple[ast.Call, str]]:
+    """Every call with the dotted name of what is called (``torch.load``, ``x.from_pretrained``, ``eval``)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            yield node, ast.unparse(node.func)
+
+
+def keyword(call: ast.Call, name: str) -> ast.expr | None:
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def is_true(node: ast.expr | None) -> bool:
+    return isinstance(node, ast.Constant) and node.value is True
+
+
+def test_every_torch_load_is_weights_only() -> None:
+    found = []
+    for where, tree in sources():
+        for call, name in calls(tree):
+            if name in ("torch.load", "th.load"):
+                found.append(where)
+                assert is_true(keyword(call, "weights_only")), f"{where}:{call.lineno}: {name} lacks weights_only=True"
+    assert found, "the scan found no torch.load at all: is it scanning the right folders?"
+
+
+def test_no_pickle_no_eval_no_unsafe_yaml() -> None:
+    for where, tree in sources():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                assert not {m.split(".")[0] for m in modules} & PICKLERS, f"{where}:{node.lineno}: imports a pickler"
+        for call, name in calls(tree):
+            assert name not in ("eval", "exec", "compile", "__import__"), f"{where}:{call.lineno}: {name}()"
+            assert name not in ("yaml.load", "yaml.unsafe_load", "yaml.full_load"), f"{where}:{call.lineno}"
+            assert not is_true(keyword(call, "allow_pickle")), f"{where}:{call.lineno}: allow_pickle=True"
+
+
+def test_remote_code_is_never_trusted_unless_configured() -> None:
+    from arkd_env.config import ModelConfig, load_preset, preset_names
+    from arkd_env.models import load_tokenizer
+
+    for where, tree in sources():
+        for call, name in calls(tree):
+            if name.endswith(("from_pretrained", "load_dataset", "pipeline")):
+                assert not is_true(keyword(call, "trust_remote_code")), f"{where}:{call.lineno}: {name}"
+    assert ModelConfig().trust_remote_code is False
+    assert inspect.signature(load_tokenizer).parameters["trust_remote_code"].default is False
+    for preset in preset_names():
+        cfg = load_preset(preset).engine
+        assert not cfg.teacher.trust_remote_code and not cfg.student.trust_remote_code, preset
+
+
+def test_policy_loading_warns_that_zip_files_hold_pickles() -> None:
+    from agents import registry
+
+    assert "pickle" in inspect.getsource(registry).lower()
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Reliability", 1)
+    assert len(section) == 2 and "pickle" in section[1].split("\n## ", 1)[0]
+
+
+# ---------------------------------------------------------------------------------------------- paths
+@pytest.mark.parametrize("name", ["../x", "../../x", "/abs/path", "a/../../b", "..", ".", "~/x", "..\\..\\x",
+                                  "a/b/c", "-rf", "x" * 300, "ünï cødé", ""])
+def test_run_names_stay_inside_the_output_directory(name: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    folder = runs.create_run_dir(out, "../p", "/a", 0, name=name or None)
+    assert folder.parent == out.resolve() and folder.is_dir()
+    assert not folder.name.startswith(".") and len(folder.name) <= 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_symlink_out_of_the_output_directory_is_refused(tmp_path: Path) -> None:
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "trap").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ValueError, match="outside the output directory"):
+        runs.create_run_dir(out, name="trap")
+    assert not list(elsewhere.iterdir())
+
+
+@pytest.mark.parametrize("name", ["../escape", "/tmp/escape", "a/../../escape"])
+def test_train_name_from_the_command_line(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from train import trainer
+
+    seen: list[Path] = []
+
+    def fake_train(cfg: Any, run_dir: Path, resume: bool = False, evaluate: bool = True) -> Any:
+        seen.append(run_dir)
+        return trainer.TrainResult(run_dir=run_dir, num_timesteps=0)
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    out = tmp_path / "out"
+    assert main(["train", "--preset", "nano", "--output-dir", str(out), "--name", name]) == 0
+    assert seen and seen[0].parent == out.resolve() and seen[0].name.endswith("escape")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+# ---------------------------------------------------------------------------------------------- network
+class NetworkAttempt(AssertionError):
+    pass
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every way out to the network raises, and is recorded even when a library swallows the error."""
+    attempts: list[str] = []
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(repr(args[1:] or args)[:200])
+        raise NetworkAttempt(f"network access: {args!r}")
+
+    for owner, attr in ((socket.socket, "connect"), (socket.socket, "connect_ex"), (socket, "create_connection"),
+                        (socket, "getaddrinfo")):
+        monkeypatch.setattr(owner, attr, refuse)
+    return attempts
+
+
+def test_offline_preset_never_touches_the_network(tmp_path: Path, no_network: list[str]) -> None:
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # as the README's test command sets it
+    assert main(["distill", *TINY, "--policy", "fkl", "--out", str(tmp_path / "d")]) == 0
+    assert (tmp_path / "d" / "metrics.json").is_file()
+    assert no_network == []
+    saved = {p.suffix for p in (tmp_path / "d" / "student").iterdir()}
+    assert ".safetensors" in saved and not saved & {".bin", ".pt", ".pth", ".pkl"}  # tensors only, no pickle
+
+
+BLOCKED_RUN = """
+import socket, sys
+def refuse(*args, **kwargs):
+    sys.stderr.write("NETWORK ATTEMPT %r\\n" % (args[1:],))
+    raise OSError("network access refused by the test")
+socket.socket.connect = socket.socket.connect_ex = refuse
+socket.create_connection = socket.getaddrinfo = refuse
+from train.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_offline_preset_needs_no_offline_flags(tmp_path: Path) -> None:
+    """Without HF_HUB_OFFLINE/HF_DATASETS_OFFLINE, a preset that names no hub model or data set still makes
+    no network connection (a separate process: the hub libraries read those flags once, at import)."""
+    clean = {k: v for k, v in env().items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    done = subprocess.run([sys.executable, "-c", BLOCKED_RUN, "distill", *TINY, "--policy", "rkl",
+                           "--out", str(tmp_path / "d")], capture_output=True, text=True, env=clean, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "NETWORK ATTEMPT" not in done.stderr, done.stderr
