@@ -77,3 +77,27 @@ def test_smollm2_preset_distils_offline() -> None:
     report = distiller.train_steps({"fkl": 0.5, "rkl": 0.5}, 1)
     assert report.n_failed == 0 and math.isfinite(report.loss)
     assert math.isfinite(distiller.evaluate()["val_divergence"])
+
+
+def test_synthetic_teacher_trains_on_fresh_examples_without_validation_prompts() -> None:
+    from arkd_env.data import build_datasets
+    from arkd_env.prepare import _build_tokenizer, teacher_training_set
+    from arkd_env.synthetic import DETERMINISTIC, TASKS
+
+    cfg = load_preset("nano").engine
+    tokenizer = _build_tokenizer(cfg)
+    data = build_datasets(cfg.data, tokenizer)
+    examples = teacher_training_set(cfg, tokenizer, data)
+    wanted = cfg.teacher.pretrain_steps * cfg.teacher.pretrain_batch_size
+    split_prompts = {tuple(e.input_ids[:e.prompt_length]) for e in data.train}
+    fresh_prompts = [tuple(e.input_ids[:e.prompt_length]) for e in examples]
+    held_out = {tuple(e.input_ids[:e.prompt_length]) for e, r in zip(data.val, data.val_records, strict=True)
+                if TASKS[r["task"]].kind == DETERMINISTIC}
+    assert 0.9 * wanted <= len(examples) <= wanted  # one per training sequence, minus the dropped ones
+    assert not held_out & set(fresh_prompts)  # validation's deterministic prompts never trained on
+    # not the distillation split replayed: most deterministic prompts are new, and every open task is there
+    assert len(set(fresh_prompts) - split_prompts) > len(examples) / 4
+    prompts = [tokenizer.decode(e.input_ids[:e.prompt_length]) for e in examples]
+    for task in TASKS.values():  # every task, open ones included, keeps its share of the sequences
+        words = " ".join(tokenizer.tokenize(task.instruction))
+        assert sum(words in p for p in prompts) >= 0.8 * wanted / len(TASKS), task.name

@@ -39,9 +39,9 @@ def test_every_task_is_balanced_and_deterministic_answers_are_right() -> None:
             assert e.response.split() == items[::-1]
         elif e.task == "sort":
             assert [int(x) for x in e.response.split()] == sorted(int(x) for x in items)
-        elif e.task == "add":
-            a, plus, b = items
-            assert plus == "+" and int(e.response) == int(a) + int(b) and 0 <= int(a) <= 9
+        elif e.task == "increment":
+            assert [int(x) for x in e.response.split()] == [int(x) + 1 for x in items]
+            assert 3 <= len(items) <= 5 and all(0 <= int(x) <= 8 for x in items)
         else:
             assert e.kind == OPEN and e.distribution == e.task and e.context == ""
             assert e.response in answer_distribution(e.task)
@@ -92,13 +92,13 @@ def test_suite_metrics_on_hand_made_generations() -> None:
     examples = [
         _ex("copy", "alpha beta gamma", "alpha beta gamma"),
         _ex("reverse", "gamma beta alpha", "alpha beta gamma"),
-        _ex("add", "7", "3 + 4"),
+        _ex("increment", "4 6", "3 5"),
         *[_ex("colour", "blue")] * 5,
     ]
     generations = ["alpha beta gamma", "  gamma beta   alpha ", "8", "blue", "Blue", "red", "teal.", "banana"]
     m = suite_metrics(examples, generations)
     assert m["exact_match"] == pytest.approx(2 / 3)
-    assert (m["exact_match_copy"], m["exact_match_reverse"], m["exact_match_add"]) == (1.0, 1.0, 0.0)
+    assert (m["exact_match_copy"], m["exact_match_reverse"], m["exact_match_increment"]) == (1.0, 1.0, 0.0)
     # "teal." normalises to "teal ." which is not an answer: counts blue 2, red 1, invalid 2 of n = 5.
     p = answer_distribution("colour")
     tvd = 0.5 * (abs(p["blue"] - 0.4) + abs(p["red"] - 0.2) + (1 - p["blue"] - p["red"]) + 0.4)
@@ -138,5 +138,5 @@ def test_suite_metrics_all_invalid_gives_maximal_distance() -> None:
 
 def test_suite_metrics_rejects_mismatched_lengths() -> None:
     with pytest.raises(ValueError, match="2 examples but 1 generations"):
-        suite_metrics([_ex("add", "3", "1 + 2")] * 2, ["3"])
-    assert TASKS["add"].kind == DETERMINISTIC
+        suite_metrics([_ex("increment", "3", "2")] * 2, ["3"])
+    assert TASKS["increment"].kind == DETERMINISTIC
