@@ -104,3 +104,10 @@ def test_differences_skip_missing_values_and_mark_only_clear_ones() -> None:
     assert single.mean == 2.0 and math.isnan(single.low) and single.fmt() == "+2 (one seed, no interval)"
     with pytest.raises(ValueError, match="same seeds"):
         build_table({"a": [{"rouge_l": 1.0}], "b": [{"rouge_l": 1.0}, {"rouge_l": 2.0}]}, [1, 2])
+
+
+def test_difference_prints_rounding_residue_as_zero() -> None:
+    from train.compare import Difference
+
+    assert Difference("b", "a", "tail_coverage", 5.55e-18, -0.04, 0.04, 5).fmt() == "+0 [-0.04, 0.04]"
+    assert Difference("b", "a", "tail_coverage", 1e-9, 1e-9, 2e-9, 5).fmt() == "+1e-09 [1e-09, 2e-09] *"

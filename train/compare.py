@@ -64,6 +64,11 @@ def summarize(values: Sequence[float]) -> Cell:
     return Cell(float(np.mean(finite)), std, len(finite), [float(v) if v is not None else math.nan for v in values])
 
 
+def _tidy(value: float) -> float:
+    """Averaging equal values over seeds can leave rounding residue (5.55e-18): print that as the 0 it is."""
+    return 0.0 if abs(value) < 1e-12 else value
+
+
 @dataclass
 class Difference:
     """mean(policy - reference) over the seeds where both have a value, with its bootstrap interval."""
@@ -80,9 +85,9 @@ class Difference:
         if self.n == 0:
             return "n/a"
         if self.n == 1:
-            return f"{self.mean:+.3g} (one seed, no interval)"
+            return f"{_tidy(self.mean):+.3g} (one seed, no interval)"
         mark = " *" if self.low > 0 or self.high < 0 else ""
-        return f"{self.mean:+.3g} [{self.low:.3g}, {self.high:.3g}]{mark}"
+        return f"{_tidy(self.mean):+.3g} [{_tidy(self.low):.3g}, {_tidy(self.high):.3g}]{mark}"
 
 
 @dataclass
