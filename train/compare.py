@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from arkd_env import stats
 from train import plots
 from train.config import RunConfig
@@ -57,11 +55,8 @@ class Cell:
 
 def summarize(values: Sequence[float]) -> Cell:
     """Mean and sample standard deviation over the finite values (NaN when there are none)."""
-    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not finite:
-        return Cell(math.nan, math.nan, 0, [float(v) if v is not None else math.nan for v in values])
-    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
-    return Cell(float(np.mean(finite)), std, len(finite), [float(v) if v is not None else math.nan for v in values])
+    kept = [float(v) if v is not None else math.nan for v in values]
+    return Cell(stats.mean(kept), stats.sample_std(kept), int(stats.finite(kept).size), kept)
 
 
 def _tidy(value: float) -> float:
