@@ -79,7 +79,7 @@ class Distiller:
 
     def __init__(self, cfg: EngineConfig, assets: Assets | None = None, device: torch.device | None = None) -> None:
         self.cfg = cfg
-        self.device = device or models.pick_device(cfg.device)
+        self.device = device or models.pick_device(cfg.device, key="engine.device")
         assets = assets or load_assets(cfg, self.device)
         self.tokenizer = assets.tokenizer
         self.teacher = assets.teacher

@@ -52,8 +52,9 @@ DTYPES: dict[str, torch.dtype] = {
 # Devices and precision
 
 
-def pick_device(requested: str | torch.device = "auto") -> torch.device:
-    """Resolve 'auto', 'cpu', 'cuda' or 'cuda:N'; a missing CUDA device is an error naming what exists."""
+def pick_device(requested: str | torch.device = "auto", key: str = "device") -> torch.device:
+    """Resolve 'auto', 'cpu', 'cuda' or 'cuda:N'; a missing CUDA device is an error naming ``key`` (the config
+    key it came from) and what exists."""
     text = str(requested).strip()
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -62,17 +63,17 @@ def pick_device(requested: str | torch.device = "auto") -> torch.device:
     if text == "cuda" or text.startswith("cuda:"):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ValueError(f"device={text!r}: CUDA is not available here (torch {torch.__version__}); "
+            raise ValueError(f"{key}={text!r}: CUDA is not available here (torch {torch.__version__}); "
                              "available: cpu (use device=auto or cpu)")
         index_text = text.partition(":")[2]
         if index_text:
             if not index_text.isdigit():
-                raise ValueError(f"device={text!r}: expected cuda:N with N a device index")
+                raise ValueError(f"{key}={text!r}: expected cuda:N with N a device index")
             if int(index_text) >= count:
                 existing = ", ".join(f"cuda:{i}" for i in range(count))
-                raise ValueError(f"device={text!r}: only {count} CUDA device(s) exist ({existing})")
+                raise ValueError(f"{key}={text!r}: only {count} CUDA device(s) exist ({existing})")
         return torch.device(text)
-    raise ValueError(f"device={text!r}: expected auto, cpu, cuda or cuda:N")
+    raise ValueError(f"{key}={text!r}: expected auto, cpu, cuda or cuda:N")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, default: torch.dtype = torch.float32) -> torch.dtype:

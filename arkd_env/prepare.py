@@ -146,7 +146,7 @@ def prepare(cfg: EngineConfig, device: torch.device | None = None, force: bool =
     target = teacher_cache_dir(cfg)
     if (target / "complete").is_file() and not force:
         return target
-    device = device or models.pick_device(cfg.device)
+    device = device or models.pick_device(cfg.device, key="engine.device")
     tokenizer = _build_tokenizer(cfg)
     teacher = _build_teacher(cfg, tokenizer, device)
     target.parent.mkdir(parents=True, exist_ok=True)

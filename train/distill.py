@@ -44,7 +44,7 @@ def evaluate_student(cfg: RunConfig, student_dir: Path) -> dict[str, float]:
         raise FileNotFoundError(f"{student_dir}: student folder not found")
     if not (student_dir / "config.json").is_file():
         raise FileNotFoundError(f"{student_dir}: not a Hugging Face model folder (no config.json)")
-    device = models.pick_device(cfg.engine.device)
+    device = models.pick_device(cfg.engine.device, key="engine.device")
     assets = load_assets(cfg.engine, device)
     try:
         student = AutoModelForCausalLM.from_pretrained(str(student_dir))

@@ -68,7 +68,7 @@ def evaluate_suite(cfg: RunConfig, student_dirs: list[Path], out: Path) -> list[
         _check_student(student_dir)
     for name in suite.sets:  # a missing set fails before any model is loaded
         evalsuite.locate_set(name, suite)
-    device = models.pick_device(cfg.engine.device)
+    device = models.pick_device(cfg.engine.device, key="engine.device")
     scorer, skipped = None, None
     if suite.bertscore:
         try:

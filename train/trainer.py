@@ -49,13 +49,8 @@ def check_algo(cfg: RunConfig) -> None:
     from agents.registry import ALGORITHMS, algorithm_class, import_class, known_names
     from arkd_env.models import pick_device
 
-    for section, device in (("engine", cfg.engine.device), ("agent", cfg.agent.device)):
-        try:
-            pick_device(device)
-        except ValueError as err:  # "device='cuda:7': ..." becomes "agent.device='cuda:7': ..."
-            text = str(err)
-            raise ValueError(f"{section}.{text}" if text.startswith("device=") else f"{section}.device: {text}") \
-                from None
+    pick_device(cfg.engine.device, key="engine.device")
+    pick_device(cfg.agent.device, key="agent.device")
 
     name = cfg.agent.algo
     if name.lower() in ALGORITHMS:
