@@ -35,7 +35,7 @@ def _check_student(student_dir: Path) -> None:
         raise FileNotFoundError(f"{student_dir}: not a Hugging Face model folder (no config.json)")
 
 
-def suite_tokenizer(cfg: RunConfig, student_dir: Path) -> Any:
+def student_tokenizer(cfg: RunConfig, student_dir: Path) -> Any:
     """The student folder's own tokenizer, else the preset's (built and cached for the built presets)."""
     from arkd_env import models
 
@@ -82,7 +82,7 @@ def evaluate_suite(cfg: RunConfig, student_dirs: list[Path], out: Path) -> list[
     labels: list[str] = []
     for student_dir in student_dirs:
         labels.append(student_label(student_dir, labels))
-        tokenizer = suite_tokenizer(cfg, student_dir)
+        tokenizer = student_tokenizer(cfg, student_dir)
         sets = evalsuite.load_suite(suite, tokenizer, template)
         model = load_student(student_dir, device)
         total = sum(len(s.examples) for s in sets.values()) * len(suite.seeds)
