@@ -200,6 +200,10 @@ class EnvConfig:
     features: list[str] | None = help_field("Observation features by name; None takes them all.", default=None)
     nan_penalty: float = help_field("Subtracted from the reward of a step whose update went NaN/inf.", default=1.0)
     max_consecutive_failures: int = help_field("Failed steps in a row after which the episode terminates.", default=3)
+    train_seeds: list[int] = help_field(
+        "Engine seeds (student initialisation, data order) each episode draws from at reset, uniformly with the "
+        "env's np_random, so an agent learns across runs instead of replaying one; [] always uses engine.seed. "
+        "Keep them apart from the seeds policies are evaluated on.", default_factory=list)
 
     def __post_init__(self) -> None:
         check(self.horizon >= 1, "horizon", self.horizon, "must be >= 1")
@@ -212,6 +216,10 @@ class EnvConfig:
         check(self.nan_penalty >= 0, "nan_penalty", self.nan_penalty, "must be >= 0")
         check(self.max_consecutive_failures >= 1, "max_consecutive_failures", self.max_consecutive_failures,
                "must be >= 1")
+        check(all(isinstance(x, int) and x >= 0 for x in self.train_seeds), "train_seeds", self.train_seeds,
+              "must be integers >= 0")
+        check(len(set(self.train_seeds)) == len(self.train_seeds), "train_seeds", self.train_seeds,
+              "must not repeat a seed")
 
 
 # The five instruction-following sets of the MiniLLM / DistiLLM / ABKD evaluation, by MiniLLM's folder names.

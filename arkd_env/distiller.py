@@ -17,7 +17,7 @@ import math
 import os
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,7 @@ class Distiller:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.component_kwargs = {name: {"mu": cfg.akl_mu} for name in MU_COMPONENTS}
         self._student_head, self._teacher_head = self._fused_heads()
+        self.seed = cfg.seed  # the run's engine seed: data order and sampling; part of the state (see reseeded_state)
         self._sampling = torch.Generator().manual_seed(cfg.seed + 7919)
         self._teacher_cache: dict[int, tuple[Tensor, Tensor]] = {}
         self._eval_batches = [
@@ -137,7 +138,7 @@ class Distiller:
         return 1.0
 
     def _permutation(self, epoch: int) -> list[int]:
-        generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(len(self.data.train), generator=generator).tolist()
 
     def _next_indices(self) -> list[int]:
@@ -372,7 +373,7 @@ class Distiller:
         from arkd_env.metrics import rouge_l_scores
 
         examples, records = self.data.val[:n], self.data.val_records[:n]
-        seed = self.cfg.seed if seed is None else seed
+        seed = self.seed if seed is None else seed
         sampled = self._generate_texts(examples, sample=True, seed=seed)
         rouge = rouge_l_scores(sampled, [r["reference"] for r in records])
         metrics = {"rouge_l": float(np.mean(rouge)) if rouge else 0.0}
@@ -394,6 +395,7 @@ class Distiller:
         """The whole training state, copied: student, optimizer, scheduler, RNGs and data position."""
         return {
             "version": STATE_VERSION,
+            "seed": self.seed,
             "student": {k: v.detach().clone() for k, v in self.student.state_dict().items()},
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict(),
@@ -410,6 +412,7 @@ class Distiller:
         """Return to a state from :meth:`snapshot` or :meth:`load_state`; the next update is bit-identical."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"engine state version {state.get('version')!r}: this ARKD reads version {STATE_VERSION}")
+        self.seed = int(state.get("seed", self.cfg.seed))  # states saved before the key existed are cfg.seed's
         self.student.load_state_dict(state["student"])
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.scheduler.load_state_dict(state["scheduler"])
@@ -422,6 +425,13 @@ class Distiller:
         self._sampling.set_state(state["sampling_rng"])
         python_state = random.getstate()
         random.setstate((python_state[0], tuple(state["python_rng"]), python_state[2]))
+
+    def initial_state(self, seed: int) -> dict[str, Any]:
+        """The state a fresh run on engine seed ``seed`` starts from, for :meth:`restore`: a student initialised
+        with that seed, a new optimizer and schedule, and that seed's data order. This engine is not changed."""
+        cfg = replace(self.cfg, seed=seed)
+        # The teacher side (tokenizer, teacher, data) is cached per process, so only a student is built here.
+        return Distiller(cfg, load_assets(cfg, self.device), self.device).snapshot()
 
     def save_state(self, path: str | Path) -> None:
         """Write :meth:`snapshot` to ``path`` atomically (temporary file, then rename)."""

@@ -86,9 +86,11 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     discounted return (γ = 0.99), as Stable-Baselines3's `VecNormalize` does.
 
     ## Starting State
-    The engine's initial state (student weights, optimizer, schedule, RNGs, data position), identical in
-    every episode, so a fixed action sequence gives identical rewards on CPU. The seed passed to `reset`
-    seeds `np_random` only.
+    The initial state (student weights, optimizer, schedule, RNGs, data position) of a run on one engine seed:
+    `engine.seed` by default, so every episode starts from the same student and a fixed action sequence gives
+    identical rewards on CPU. With `train_seeds` each reset draws the engine seed from that pool with
+    `np_random` (the seed passed to `reset` seeds it), so the agent sees many students and data orders;
+    `reset(options={"engine_seed": s})` picks one. The seed used is `env.engine_seed` and `info["engine_seed"]`.
 
     ## Episode End
     Truncation: after `horizon` steps. Termination: after `max_consecutive_failures` steps in a row whose
@@ -132,9 +134,10 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         high = np.array([FEATURES.get(f, (0.0, 1.0))[1] for f in self.feature_names], dtype=np.float32)
         self.observation_space: spaces.Box = spaces.Box(low, high, dtype=np.float32)
         self._log_vocab = math.log(max(2, self.distiller.vocab_size))
-        self._initial_state = self.distiller.snapshot()
-        self._initial_features = self.distiller.features()
-        self._initial_metrics = self._evaluate()
+        # engine seed -> (state, features, validation metrics) an episode on that seed starts from
+        self._starts: dict[int, tuple[dict[str, Any], dict[str, float], dict[str, float]]] = {}
+        self._start(self.engine_config.seed, self.distiller.snapshot())
+        self.engine_seed = self.engine_config.seed
         self._step = 0
         self._done = True
         self._return = 0.0
@@ -231,23 +234,43 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
         return np.clip(values, self.observation_space.low, self.observation_space.high).astype(np.float32)
 
+    def _start(self, seed: int, state: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, float],
+                                                                            dict[str, float]]:
+        """The starting point of an episode on engine seed ``seed``, built on first use and kept."""
+        if seed not in self._starts:
+            state = state if state is not None else self.distiller.initial_state(seed)
+            self.distiller.restore(state)
+            self._starts[seed] = (state, self.distiller.features(), self._evaluate())
+        return self._starts[seed]
+
+    def _pick_seed(self, options: dict[str, Any] | None) -> int:
+        chosen = (options or {}).get("engine_seed")
+        if chosen is not None:
+            if isinstance(chosen, bool) or not isinstance(chosen, (int, np.integer)) or chosen < 0:
+                raise ValueError(f"reset(options={{'engine_seed': {chosen!r}}}): the engine seed must be an int >= 0")
+            return int(chosen)
+        pool = self.config.train_seeds
+        return int(pool[self.np_random.integers(len(pool))]) if pool else self.engine_config.seed
+
     def _uniform_weights(self) -> dict[str, float]:
         return {c: 1.0 / len(self.component_names) for c in self.component_names}
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        self.distiller.restore(self._initial_state)
+        self.engine_seed = self._pick_seed(options)
+        state, features, metrics = self._start(self.engine_seed)
+        self.distiller.restore(state)
         self._step = 0
         self._done = False
         self._return = 0.0
         self._failures = 0
-        self._metric_now = self._metric(self._initial_metrics)
+        self._metric_now = self._metric(metrics)
         self._start_metric = self._metric_now
         weights = self._uniform_weights()
-        obs = self._observation(self._initial_features, self._initial_metrics, self._metric_now, weights)
-        self._last = {"weights": weights, "val": dict(self._initial_metrics), "reward": 0.0}
-        return obs, {"weights": weights, "val": dict(self._initial_metrics)}
+        obs = self._observation(features, metrics, self._metric_now, weights)
+        self._last = {"weights": weights, "val": dict(metrics), "reward": 0.0}
+        return obs, {"weights": weights, "val": dict(metrics), "engine_seed": self.engine_seed}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._done:
@@ -281,7 +304,7 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         info = {"weights": weights, "val": metrics, "train": report.features, "components": report.components,
                 "loss": report.loss, "n_failed": report.n_failed, "restored": restored,
                 "consecutive_failures": self._failures,
-                "updates": self.distiller.updates, "step": self._step}
+                "updates": self.distiller.updates, "step": self._step, "engine_seed": self.engine_seed}
         self._last = {**info, "reward": float(reward)}
         return obs, float(reward), terminated, truncated, info
 

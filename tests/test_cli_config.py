@@ -44,6 +44,8 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     (["run.eval_seeds=[1, 1]"], "must not repeat"),
     (["nosection.x=1"], "unknown section 'nosection'"),
     (["agent.vec_env=cluster"], "agent.vec_env='cluster'"),
+    (["env.train_seeds=[1, 1]"], "train_seeds=[1, 1]: must not repeat"),
+    (["env.train_seeds=[0, 101]", "run.eval_seeds=[100, 101]"], "seed 101 is also in run.eval_seeds"),
 ])
 def test_bad_overrides_name_the_key(override: list[str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=None) as err:

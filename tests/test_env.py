@@ -104,17 +104,35 @@ def test_reset_restores_the_initial_student_and_rewards_are_reproducible(env: Di
     for key, value in initial_a.items():
         assert torch.equal(value, initial_b[key])
     # Dense rewards telescope to the total improvement of the validation divergence.
-    start = env._initial_metrics["val_divergence"]
+    start = env.reset(seed=3)[1]["val"]["val_divergence"]
     assert sum(rewards_a) == pytest.approx(start - final_a, rel=1e-5, abs=1e-7)
+
+
+def test_train_seeds_draw_each_episodes_student_and_data_order() -> None:
+    pool = make(train_seeds=[5, 6])
+    drawn = {pool.reset(seed=s)[1]["engine_seed"] for s in range(8)}
+    assert drawn == {5, 6}
+    action = np.array([0.2], dtype=np.float32)
+    for seed in (5, 6):
+        _, info = pool.reset(options={"engine_seed": seed})
+        fixed = make(engine_overrides={"seed": seed})
+        _, fixed_info = fixed.reset()
+        assert info["val"] == fixed_info["val"]
+        assert pool.step(action)[1] == fixed.step(action)[1]  # same student, same batches: same reward
+        for key, value in fixed.distiller.student.state_dict().items():
+            assert torch.equal(value, pool.distiller.student.state_dict()[key]), key
+    assert pool.reset(seed=0)[1]["engine_seed"] == pool.reset(seed=0)[1]["engine_seed"]
+    with pytest.raises(ValueError, match="engine_seed"):
+        pool.reset(options={"engine_seed": -1})
 
 
 def test_sparse_reward_pays_total_improvement_at_the_end() -> None:
     env = make(reward="sparse", horizon=2)
-    env.reset()
+    start = env.reset()[1]["val"]["val_divergence"]
     first = env.step(np.zeros(1, dtype=np.float32))
     last = env.step(np.zeros(1, dtype=np.float32))
     assert first[1] == 0.0
-    assert last[1] == pytest.approx(env._initial_metrics["val_divergence"] - last[4]["val"]["val_divergence"])
+    assert last[1] == pytest.approx(start - last[4]["val"]["val_divergence"])
 
 
 def test_observation_lists_features_and_last_weights(env: DistillEnv) -> None:

@@ -116,6 +116,12 @@ class RunConfig:
     eval_suite: SuiteConfig = help_field("The paper-protocol evaluation suite (arkd evaluate --suite paper).",
                                          default_factory=SuiteConfig)
 
+    def __post_init__(self) -> None:
+        shared = sorted(set(self.env.train_seeds) & set(self.run.eval_seeds))
+        check(not shared, "env.train_seeds", self.env.train_seeds,
+              f"seed {shared[0] if shared else ''} is also in run.eval_seeds; an agent must not train on the "
+              "seeds it is evaluated on")
+
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 

@@ -24,8 +24,12 @@ def make_env(preset: str, engine: EngineConfig, env_config: EnvConfig) -> gym.En
 
 def configs_for(cfg: RunConfig, engine_seed: int | None = None,
                 env_overrides: Mapping[str, Any] | None = None) -> tuple[EngineConfig, EnvConfig]:
+    """The configs of an env; one given ``engine_seed`` runs on that seed only, never on env.train_seeds."""
     engine = cfg.engine if engine_seed is None else dataclasses.replace(cfg.engine, seed=engine_seed)
-    env = dataclasses.replace(cfg.env, **dict(env_overrides)) if env_overrides else cfg.env
+    changes = dict(env_overrides or {})
+    if engine_seed is not None:
+        changes["train_seeds"] = []
+    env = dataclasses.replace(cfg.env, **changes) if changes else cfg.env
     return engine, env
 
 

@@ -172,7 +172,7 @@ def finish(cfg: RunConfig, run_dir: Path, model: Any, wall_s: float) -> dict[str
         trajectories[result.policy] = result.steps
     metrics["reference_returns"] = references
     if cfg.run.final_eval:
-        env = single_env(cfg)
+        env = single_env(cfg, engine_seed=cfg.engine.seed)  # the references' seed, not a draw from env.train_seeds
         result = run_episode(model, env, "agent", cfg.engine.seed)
         env.close()
         metrics["final_episode"] = {"episode_return": result.episode_return, **result.metrics}

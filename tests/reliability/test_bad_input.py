@@ -159,6 +159,8 @@ CASES: dict[str, Case] = {
     "negative-lr": lambda _: ([*TRAIN, "--set", "engine.lr=-1e-3"], ["lr=-0.001", "must be > 0"]),
     "temperature-0": lambda _: ([*TRAIN, "--set", "engine.temperature=0"], ["temperature=0.0", "must be > 0"]),
     "horizon-0": lambda _: ([*TRAIN, "--set", "env.horizon=0"], ["horizon=0", "must be >= 1"]),
+    "train-seed-is-eval-seed": lambda _: ([*TRAIN, "--set", "env.train_seeds=[3, 100]"],
+                                          ["env.train_seeds=[3, 100]", "seed 100", "run.eval_seeds"]),
     "mu-1": lambda _: ([*TRAIN, "--set", "engine.akl_mu=1"], ["akl_mu=1.0", "(0, 1)"]),
     "mu-0": lambda _: ([*TRAIN, "--set", "engine.akl_mu=0"], ["akl_mu=0.0", "(0, 1)"]),
     "mu-negative": lambda _: ([*TRAIN, "--set", "engine.akl_mu=-0.5"], ["akl_mu=-0.5", "(0, 1)"]),
