@@ -148,6 +148,10 @@ class EngineConfig:
     on_policy_fraction: float = help_field("Share λ of batches whose responses the student samples (GKD-style).",
                                       default=0.0)
     eval_size: int = help_field("Validation examples used by evaluate().", default=64)
+    test_size: int = help_field(
+        "Validation examples after the first eval_size, which neither the reward nor the greedy heuristic's probes "
+        "see, on which finished students are scored (test_* metrics; generations come from them too). 0: none.",
+        default=0)
     eval_batch_size: int = help_field("Sequences per validation batch.", default=16)
     rouge_size: int = help_field("Validation examples generated for ROUGE-L (0 = never computed).", default=0)
     max_new_tokens: int = help_field("Generation budget for ROUGE-L and the synthetic-suite metrics.", default=32)
@@ -173,6 +177,9 @@ class EngineConfig:
         check(0 <= self.on_policy_fraction <= 1, "on_policy_fraction", self.on_policy_fraction,
                "must lie in [0, 1]")
         check(self.rouge_size >= 0, "rouge_size", self.rouge_size, "must be >= 0")
+        check(self.test_size >= 0, "test_size", self.test_size, "must be >= 0")
+        check(self.test_size == 0 or self.eval_size + self.test_size <= self.data.val_size, "test_size", self.test_size,
+              f"eval_size + test_size must not exceed data.val_size={self.data.val_size}")
         check(len(self.components) >= 1, "components", self.components, "must name at least one component")
         check(self.teacher_dtype in (None, "float32", "bfloat16", "float16"), "teacher_dtype", self.teacher_dtype,
                "must be float32, bfloat16, float16 or null")

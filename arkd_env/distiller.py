@@ -98,11 +98,15 @@ class Distiller:
         self.seed = cfg.seed  # the run's engine seed: data order and sampling; part of the state (see reseeded_state)
         self._sampling = torch.Generator().manual_seed(cfg.seed + 7919)
         self._teacher_cache: dict[int, tuple[Tensor, Tensor]] = {}
-        self._eval_batches = [
-            collate(self.data.val[i:i + cfg.eval_batch_size], self.pad_id)
-            for i in range(0, min(cfg.eval_size, len(self.data.val)), cfg.eval_batch_size)
-        ]
+        self._eval_batches = self._batches(self.data.val[:cfg.eval_size])
         self._eval_teacher: list[_Rows] = []
+        # Held out from everything that steers a run (rewards, probes), so final scores are not selected on.
+        self._test_examples = self.data.val[cfg.eval_size:cfg.eval_size + cfg.test_size]
+        if cfg.test_size and not self._test_examples:
+            raise ConfigError(f"test_size={cfg.test_size}: the validation split has no examples after the first "
+                              f"eval_size={cfg.eval_size} of its {len(self.data.val)}")
+        self._test_batches = self._batches(self._test_examples)
+        self._test_teacher: list[_Rows] = []
         self.updates = 0
         self._epoch = 0
         self._cursor = 0
@@ -125,6 +129,10 @@ class Distiller:
         if self._student_head is not None:
             return "fused"
         return "naive" if self.cfg.loss_path == "naive" else "chunked"
+
+    def _batches(self, examples: list[TokenizedExample]) -> list[dict[str, Tensor]]:
+        size = self.cfg.eval_batch_size
+        return [collate(examples[i:i + size], self.pad_id) for i in range(0, len(examples), size)]
 
     def _lr_factor(self, update: int) -> float:
         cfg = self.cfg
@@ -309,37 +317,44 @@ class Distiller:
         return {**{k: float(v) for k, v in stats.items()}, "student_ce": float(ce.item())}
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, generate: bool = False) -> dict[str, float]:
+    def evaluate(self, generate: bool = False, held_out: bool = False) -> dict[str, float]:
         """Token-weighted validation FKL, RKL, JSD, their symmetric mean ``val_divergence`` = ½(FKL + RKL) to
-        the teacher, and student CE/perplexity on the references;
-        with ``generate``, ROUGE-L (and the synthetic suite's metrics) of sampled generations."""
+        the teacher, and student CE/perplexity on the references, on the first ``eval_size`` validation examples;
+        with ``held_out`` the same as ``test_*`` on the ``test_size`` examples after them;
+        with ``generate``, ROUGE-L (and the synthetic suite's metrics) of sampled generations (of the held-out
+        examples when asked for and present)."""
         with record_function("arkd.evaluate"):
-            return self._evaluate(generate)
+            metrics = self._divergences("val", self._eval_batches, self._eval_teacher)
+            if held_out and self._test_batches:
+                metrics.update(self._divergences("test", self._test_batches, self._test_teacher))
+            if generate and self.cfg.rouge_size > 0:
+                start = self.cfg.eval_size if held_out and self._test_examples else 0
+                metrics.update(self.generation_metrics(self.cfg.rouge_size, start=start))
+            return metrics
 
-    def _evaluate(self, generate: bool) -> dict[str, float]:
+    def _divergences(self, prefix: str, batches: list[dict[str, Tensor]], teacher_rows: list[_Rows]
+                     ) -> dict[str, float]:
         self.student.eval()
         sums = dict.fromkeys(EVAL_COMPONENTS, 0.0)
         tokens = 0
         with torch.no_grad():
-            for i, cpu_batch in enumerate(self._eval_batches):
+            for i, cpu_batch in enumerate(batches):
                 batch = self._to_device(cpu_batch)
-                if i >= len(self._eval_teacher):  # the teacher is frozen: its validation outputs never change
-                    self._eval_teacher.append(self._teacher_rows(batch))
+                if i >= len(teacher_rows):  # the teacher is frozen: its outputs on these batches never change
+                    teacher_rows.append(self._teacher_rows(batch))
                 student = self._rows(self.student, self._student_head, batch)
                 labels = batch["labels"][batch["loss_mask"]]
-                _, parts = self.divergence(student, self._eval_teacher[i], dict.fromkeys(EVAL_COMPONENTS, 1.0),
+                _, parts = self.divergence(student, teacher_rows[i], dict.fromkeys(EVAL_COMPONENTS, 1.0),
                                            labels, components=EVAL_COMPONENTS)
                 n = int(labels.numel())
                 tokens += n
                 for name in EVAL_COMPONENTS:
                     sums[name] += float(parts[name].item()) * n
         self.student.train()
-        metrics = {f"val_{name}": value / max(1, tokens) for name, value in sums.items()}
-        metrics["val_ppl"] = math.exp(min(metrics["val_ce"], 50.0))
+        metrics = {f"{prefix}_{name}": value / max(1, tokens) for name, value in sums.items()}
+        metrics[f"{prefix}_ppl"] = math.exp(min(metrics[f"{prefix}_ce"], 50.0))
         # The symmetric KL favours neither objective, so a reward on it cannot be gamed by picking one of them.
-        metrics["val_divergence"] = 0.5 * (metrics["val_fkl"] + metrics["val_rkl"])
-        if generate and self.cfg.rouge_size > 0:
-            metrics.update(self.generation_metrics(self.cfg.rouge_size))
+        metrics[f"{prefix}_divergence"] = 0.5 * (metrics[f"{prefix}_fkl"] + metrics[f"{prefix}_rkl"])
         return metrics
 
     def generate(self, examples: list[TokenizedExample], max_new_tokens: int, sample: bool = True,
@@ -366,13 +381,14 @@ class Distiller:
             texts += self.tokenizer.batch_decode(ids, skip_special_tokens=True)
         return texts
 
-    def generation_metrics(self, n: int, seed: int | None = None) -> dict[str, float]:
-        """ROUGE-L F (stemmed, best over references, ×100) of responses sampled at temperature 1 on the first
-        ``n`` validation examples. On the embedded suite also its metrics: exact match of greedy answers to
-        the deterministic tasks, and answer-distribution metrics of the sampled answers to the open ones."""
+    def generation_metrics(self, n: int, seed: int | None = None, start: int = 0) -> dict[str, float]:
+        """ROUGE-L F (stemmed, best over references, ×100) of responses sampled at temperature 1 on ``n``
+        validation examples from index ``start``. On the embedded suite also its metrics: exact match of greedy
+        answers to the deterministic tasks, and answer-distribution metrics of the sampled answers to the open
+        ones."""
         from arkd_env.metrics import rouge_l_scores
 
-        examples, records = self.data.val[:n], self.data.val_records[:n]
+        examples, records = self.data.val[start:start + n], self.data.val_records[start:start + n]
         seed = self.seed if seed is None else seed
         sampled = self._generate_texts(examples, sample=True, seed=seed)
         rouge = rouge_l_scores(sampled, [r["reference"] for r in records])

@@ -22,14 +22,14 @@ def test_every_registered_algorithm_has_a_default_entry() -> None:
 def test_preset_entry_merges_over_default_and_overrides_over_both() -> None:
     default = hparams.load_hyperparams("ppo")
     assert default["n_steps"] == 16
-    assert default["policy_kwargs"] == {"net_arch": [32, 32], "activation_fn": "tanh"}
+    assert default["policy_kwargs"] == {"net_arch": [32, 32], "activation_fn": "tanh", "log_std_init": -1.0}
     nano = hparams.load_hyperparams("ppo", "nano")
     assert nano["n_steps"] == 4 and nano["learning_rate"] == default["learning_rate"]
     unknown_preset = hparams.load_hyperparams("ppo", "no-such-preset")
     assert unknown_preset == default
     over = hparams.load_hyperparams("ppo", "nano", {"n_steps": 6, "policy_kwargs.net_arch": [8]})
     assert over["n_steps"] == 6
-    assert over["policy_kwargs"] == {"net_arch": [8], "activation_fn": "tanh"}
+    assert over["policy_kwargs"] == {"net_arch": [8], "activation_fn": "tanh", "log_std_init": -1.0}
 
 
 def test_expand_dotted_nests_and_merges() -> None:

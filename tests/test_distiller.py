@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from arkd_env import losses
-from arkd_env.config import EngineConfig, load_preset
+from arkd_env.config import ConfigError, EngineConfig, load_preset
 from arkd_env.data import collate
 from arkd_env.distiller import Distiller
 
@@ -46,14 +46,36 @@ def test_evaluate_metrics_are_consistent() -> None:
     assert 0 <= metrics["val_jsd"] <= math.log(2) + 1e-6
 
 
-def test_evaluate_matches_naive_divergence_over_all_validation_tokens() -> None:
-    distiller = Distiller(nano())
-    batch = collate(distiller.data.val[: distiller.cfg.eval_size], distiller.pad_id)
+def naive_fkl(distiller: Distiller, examples: list) -> float:
+    batch = collate(examples, distiller.pad_id)
     with torch.no_grad():
         s = distiller.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         t = distiller.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    expected = losses.forward_kl(s, t, mask=batch["loss_mask"]).item()
-    assert distiller.evaluate()["val_fkl"] == pytest.approx(expected, rel=1e-4)
+    return float(losses.forward_kl(s, t, mask=batch["loss_mask"]).item())
+
+
+def test_evaluate_matches_naive_divergence_over_all_validation_tokens() -> None:
+    distiller = Distiller(nano(test_size=12))
+    val = distiller.data.val
+    metrics = distiller.evaluate(held_out=True)
+    assert metrics["val_fkl"] == pytest.approx(naive_fkl(distiller, val[:16]), rel=1e-4)
+    # The held-out examples are the 12 after the eval_size=16 the reward uses, and only asked for.
+    assert metrics["test_fkl"] == pytest.approx(naive_fkl(distiller, val[16:28]), rel=1e-4)
+    assert metrics["test_fkl"] != pytest.approx(metrics["val_fkl"], rel=1e-4)
+    assert not any(k.startswith("test_") for k in distiller.evaluate())
+    with pytest.raises(ConfigError, match=r"test_size=20: eval_size \+ test_size must not exceed data.val_size=32"):
+        nano(test_size=20)
+
+
+def test_held_out_generations_come_from_the_held_out_examples(monkeypatch: pytest.MonkeyPatch) -> None:
+    distiller = Distiller(nano(test_size=12))  # rouge_size 8, eval_size 16
+    given: list[list] = []
+    monkeypatch.setattr(distiller, "_generate_texts",
+                        lambda examples, sample, seed: given.append(examples) or [""] * len(examples))
+    distiller.evaluate(generate=True)
+    assert given[-1] == distiller.data.val[:8]
+    distiller.evaluate(generate=True, held_out=True)
+    assert given[-1] == distiller.data.val[16:24]
 
 
 def test_snapshot_restore_reproduces_next_updates_bit_for_bit() -> None:

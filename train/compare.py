@@ -30,7 +30,7 @@ from train.progress import track
 from train.runs import sanitize, write_json
 
 HIGHER_IS_BETTER = ("episode_return", "rouge_l", "exact_match", "tail_coverage")
-LOWER_IS_BETTER = ("val_", "open_kl", "open_tvd", "invalid_rate")
+LOWER_IS_BETTER = ("val_", "test_", "open_kl", "open_tvd", "invalid_rate")
 NO_RANKING = ("n_deterministic", "n_open", "true_tail_share", "tail_share")
 
 

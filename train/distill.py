@@ -60,4 +60,4 @@ def evaluate_student(cfg: RunConfig, student_dir: Path) -> dict[str, float]:
     injected = Assets(tokenizer=assets.tokenizer, teacher=assets.teacher, student=student.to(device),  # type: ignore[arg-type]
                       data=assets.data, vocab_size=assets.vocab_size)
     distiller = Distiller(cfg.engine, assets=injected, device=device)
-    return {k: float(v) for k, v in distiller.evaluate(generate=True).items()}
+    return {k: float(v) for k, v in distiller.evaluate(generate=True, held_out=True).items()}

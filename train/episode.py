@@ -85,7 +85,8 @@ def load_policy(spec: str, env: Any) -> Any:
 
 
 def run_episode(policy: Any, env: Any, name: str, seed: int, generate: bool = True) -> EpisodeResult:
-    """Play one episode with deterministic actions; evaluate the final student (with generations)."""
+    """Play one episode with deterministic actions; evaluate the final student (with generations), also on the
+    held-out ``test_*`` examples no reward or probe saw."""
     start = time.perf_counter()
     obs, info = env.reset(seed=seed)
     steps: list[dict[str, Any]] = [{"step": 0, "weights": info.get("weights", {}), "reward": 0.0,
@@ -102,7 +103,7 @@ def run_episode(policy: Any, env: Any, name: str, seed: int, generate: bool = Tr
         steps.append({"step": int(info.get("step", len(steps))), "weights": info.get("weights", {}),
                       "reward": float(reward), "val": info.get("val", {})})
     distiller = env.unwrapped.distiller
-    metrics = {k: float(v) for k, v in distiller.evaluate(generate=generate).items()}
+    metrics = {k: float(v) for k, v in distiller.evaluate(generate=generate, held_out=True).items()}
     return EpisodeResult(policy=name, seed=seed, episode_return=total, steps=steps, metrics=metrics,
                          wall_s=time.perf_counter() - start)
 
