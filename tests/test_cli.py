@@ -124,6 +124,22 @@ def test_compare_table_equals_metrics_json(run_dir: Path, tmp_path: Path, capsys
         assert (out / name).is_file()
 
 
+def test_compare_in_worker_processes_matches_one_process(run_dir: Path, tmp_path: Path) -> None:
+    rows = {}
+    for workers in (1, 2):
+        out = tmp_path / f"workers_{workers}"
+        code = main(["compare", "--policies", f"fkl,{run_dir / 'policy.zip'}", "--seeds", "2", *TINY,
+                     "--set", f"run.workers={workers}", "--output-dir", str(out)])
+        assert code == 0
+        (folder,) = out.iterdir()
+        rows[workers] = json.loads((folder / "table.json").read_text())["rows"]
+    assert list(rows[2]) == ["fkl", run_dir.name]
+    for policy, row in rows[1].items():
+        for metric, cell in row.items():
+            parallel = rows[2][policy][metric]["mean"]
+            assert parallel == (None if cell["mean"] is None else pytest.approx(cell["mean"], rel=1e-5)), metric
+
+
 def test_demo_on_nano(tmp_path: Path) -> None:
     done = arkd("demo", *TINY, *TINY_PPO, "--timesteps", "2", "--output-dir", str(tmp_path),
                 "--set", "run.policies=[fkl, akl]", "--set", "run.eval_seeds=[5]")

@@ -17,7 +17,10 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Mapping, Sequence
+import multiprocessing
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,6 +234,40 @@ def unique_labels(specs: Sequence[str]) -> list[str]:
     return labels
 
 
+def play_one(cfg: RunConfig, spec: str, seed: int) -> EpisodeResult:
+    result, env = play(cfg, spec, seed)
+    env.close()
+    return result
+
+
+def _use_threads(count: int) -> None:
+    import torch
+
+    torch.set_num_threads(count)
+
+
+def _play_all(cfg: RunConfig, jobs: Sequence[tuple[str, str, int]]) -> Iterator[tuple[str, int, EpisodeResult]]:
+    """(name, seed, result) of every job, as they finish: here, or in ``run.workers`` processes."""
+    workers = min(cfg.run.workers, len(jobs))
+    if workers <= 1:
+        for spec, name, seed in jobs:
+            yield name, seed, play_one(cfg, spec, seed)
+        return
+    # Spawned, not forked: forking a process whose torch threads are running can deadlock the child.
+    # The cores are shared out, since one torch process per core is far faster on tiny models than
+    # processes competing for every core.
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_use_threads,
+                               initargs=(threads,))
+    try:
+        futures = {pool.submit(play_one, cfg, spec, seed): (name, seed) for spec, name, seed in jobs}
+        for future in as_completed(futures):
+            name, seed = futures[future]
+            yield name, seed, future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # a failed run (or Ctrl-C) must not wait for the others
+
+
 def run_compare(cfg: RunConfig, specs: Sequence[str], seeds: Sequence[int], out_dir: Path,
                 names: Sequence[str] | None = None, references: Sequence[str] | None = None) -> Comparison:
     """Play every spec on every seed; ``names`` replaces the specs' labels in tables and plots; ``references``
@@ -238,14 +275,13 @@ def run_compare(cfg: RunConfig, specs: Sequence[str], seeds: Sequence[int], out_
     for spec in specs:
         check_spec(spec)
     labels = list(names) if names is not None else unique_labels(specs)
-    runs: dict[str, list[EpisodeResult]] = {name: [] for name in labels}
     jobs = [(spec, name, seed) for spec, name in zip(specs, labels, strict=True) for seed in seeds]
-    for spec, name, seed in track(jobs, desc="compare"):
-        result, env = play(cfg, spec, seed)
-        env.close()
+    done: dict[tuple[str, int], EpisodeResult] = {}
+    for name, seed, result in track(_play_all(cfg, jobs), desc="compare", total=len(jobs)):
         result.policy = name
-        runs[name].append(result)
+        done[name, seed] = result
         write_json(out_dir / "runs" / sanitize(name) / f"seed_{seed}.json", result.summary())
+    runs = {name: [done[name, seed] for seed in seeds] for name in labels}  # seed order: differences pair by it
     if references is None:
         references = [label(spec) for spec in cfg.run.reference_policies]
     table = build_table({n: [{"episode_return": r.episode_return, **r.metrics} for r in rs]

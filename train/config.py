@@ -90,6 +90,8 @@ class RunOptions:
                                           "at the end of `arkd train` ([] to skip), and the references "
                                           "`arkd compare` reports paired differences against.",
                                           default_factory=lambda: ["fkl", "rkl"])
+    workers: int = help_field("Processes `arkd compare` and `arkd demo` play their runs in, sharing the CPU cores "
+                              "out; 1 plays them one after another in the command's own process.", default=1)
     final_eval: bool = help_field("After training, run one deterministic episode of the learned policy.",
                              default=True)
 
@@ -97,6 +99,7 @@ class RunOptions:
         check(self.timesteps >= 1, "run.timesteps", self.timesteps, "must be >= 1")
         check(self.checkpoint_every >= 0, "run.checkpoint_every", self.checkpoint_every, "must be >= 0")
         check(self.keep_checkpoints >= 1, "run.keep_checkpoints", self.keep_checkpoints, "must be >= 1")
+        check(self.workers >= 1, "run.workers", self.workers, "must be >= 1")
         check(bool(self.output_dir.strip()), "run.output_dir", self.output_dir, "must not be empty")
         check(len(self.eval_seeds) >= 1, "run.eval_seeds", self.eval_seeds, "must list at least one seed")
         check(len(set(self.eval_seeds)) == len(self.eval_seeds), "run.eval_seeds", self.eval_seeds,
