@@ -204,7 +204,9 @@ class EnvConfig:
     reward: str = help_field("'val_divergence' (default), 'val_ce', 'rouge' or 'sparse'.", default="val_divergence")
     reward_scale: float = help_field("Multiplier applied to every reward.", default=1.0)
     normalize_reward: bool = help_field("Divide rewards by a running standard deviation of returns.", default=False)
-    features: list[str] | None = help_field("Observation features by name; None takes them all.", default=None)
+    features: list[str] | None = help_field("Observation features by name; None takes all but the costly probe_* "
+                                            "lookahead ones.", default=None)
+    probe_updates: int = help_field("Updates of each lookahead probe behind the probe_* features.", default=4)
     nan_penalty: float = help_field("Subtracted from the reward of a step whose update went NaN/inf.", default=1.0)
     max_consecutive_failures: int = help_field("Failed steps in a row after which the episode terminates.", default=3)
     train_seeds: list[int] = help_field(
@@ -220,6 +222,7 @@ class EnvConfig:
         check(self.simplex_temperature > 0, "simplex_temperature", self.simplex_temperature, "must be > 0")
         check(len(self.simplex_components) >= 1, "simplex_components", self.simplex_components,
                "must name at least one component")
+        check(self.probe_updates >= 1, "probe_updates", self.probe_updates, "must be >= 1")
         check(self.nan_penalty >= 0, "nan_penalty", self.nan_penalty, "must be >= 0")
         check(self.max_consecutive_failures >= 1, "max_consecutive_failures", self.max_consecutive_failures,
                "must be >= 1")

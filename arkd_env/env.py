@@ -27,7 +27,12 @@ FEATURES: dict[str, tuple[float, float]] = {
     "grad_norm": (0.0, 10.0),
     "val_metric": (0.0, 10.0),
     "val_delta": (-1.0, 1.0),
+    "probe_gap": (-1.0, 1.0),
+    "probe_gain": (-1.0, 1.0),
 }
+# Lookahead features: each step they run 2 × probe_updates extra updates (then undone), so only on request.
+PROBE_FEATURES = ("probe_gap", "probe_gain")
+DEFAULT_FEATURES = [f for f in FEATURES if f not in PROBE_FEATURES]
 REWARD_METRICS = {"val_divergence": "val_divergence", "val_ce": "val_ce", "rouge": "rouge_l",
                   "sparse": "val_divergence"}
 HEAD_TAIL = ("fkl_head", "fkl_tail", "rkl_head", "rkl_tail")
@@ -57,7 +62,7 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     `ValueError`; finite actions outside [-1, 1] are clipped.
 
     ## Observation Space
-    `Box(float32)` of the features named in `features` (all by default), in this order:
+    `Box(float32)` of the features named in `features` (all but the `probe_*` ones by default), in this order:
 
     | name | meaning | scaling | range |
     |------|---------|---------|-------|
@@ -73,6 +78,13 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     | grad_norm | mean pre-clipping gradient norm of the step | log(1+x) | [0, 10] |
     | val_metric | current value of the reward's validation metric | log(1+x) | [0, 10] |
     | val_delta | relative improvement of that metric in the last step | clipped | [-1, 1] |
+    | probe_gap | (gain_FKL − gain_RKL) / (abs(gain_FKL) + abs(gain_RKL)), see below | none | [-1, 1] |
+    | probe_gain | max(gain_FKL, gain_RKL) / M | clipped | [-1, 1] |
+
+    gain_FKL is the drop of the reward's metric M after `probe_updates` updates of pure FKL from the current
+    state on the coming batches, gain_RKL the same for pure RKL; both probes are undone. These lookahead
+    features cost 2 × `probe_updates` updates and two validations per step, so they are only computed when
+    `features` names them.
     | w_<component> | weight applied in the last step, per controlled component | none | [0, 1] |
 
     ## Rewards
@@ -124,7 +136,7 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         self.distiller = Distiller(self.engine_config)
         self.action_mode = self.config.action_mode
         self.component_names = self._components()
-        self.feature_names = list(self.config.features or FEATURES) + [f"w_{c}" for c in self.component_names]
+        self.feature_names = list(self.config.features or DEFAULT_FEATURES) + [f"w_{c}" for c in self.component_names]
         unknown = [f for f in self.feature_names if f not in FEATURES and not f.startswith("w_")]
         if unknown:
             raise ValueError(f"features: unknown feature {unknown[0]!r} (known: {', '.join(FEATURES)})")
@@ -215,10 +227,29 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         value = metrics[self.reward_metric]
         return -value if self.reward_metric == "rouge_l" else value  # lower is better for every metric
 
+    def _probes(self, current: float) -> dict[str, float]:
+        """The lookahead features: try pure FKL and pure RKL for probe_updates updates each, then undo both."""
+        if not any(f in PROBE_FEATURES for f in self.feature_names):
+            return {}
+        state = self.distiller.snapshot()
+        after = {}
+        try:
+            for name in ("fkl", "rkl"):
+                self.distiller.restore(state)
+                self.distiller.train_steps({name: 1.0}, self.config.probe_updates)
+                after[name] = self._metric(self._evaluate())
+        finally:
+            self.distiller.restore(state)
+        gains = {name: current - value for name, value in after.items()}
+        spread = abs(gains["fkl"]) + abs(gains["rkl"])
+        return {"probe_gap": (gains["fkl"] - gains["rkl"]) / spread if spread > 0 else 0.0,
+                "probe_gain": max(gains.values()) / max(abs(current), 1e-8)}
+
     def _observation(self, features: Mapping[str, float], metrics: Mapping[str, float], previous: float,
                      weights: Mapping[str, float]) -> np.ndarray:
         current = self._metric(metrics)
         raw: dict[str, float] = {
+            **self._probes(current),
             **{k: math.log1p(max(0.0, features.get(k, 0.0))) for k in ("fkl", "rkl", "student_ce", "grad_norm")},
             "akl_head_ratio": features.get("akl_head_ratio", 0.0),
             "akl_tail_ratio": features.get("akl_tail_ratio", 0.0),

@@ -1,13 +1,14 @@
 """Regenerate the tables of docs/results.md: learned weighting policies against fixed and heuristic ones.
 
-    python benchmarks/bench_policies.py [--preset embedded] [--timesteps 480] [--seeds 100,101,102,103,104]
+    python benchmarks/bench_policies.py [--preset embedded] [--timesteps 720] [--seeds 100,101,102,103,104]
 
 Runs, with the real `arkd` command and in this order:
 
 1. `arkd prepare` (the preset's teacher, cached);
-2. `arkd train` once per learned algorithm (PPO, SAC by default) on the preset's training engine seed
-   (`engine.seed`), which must not be one of the evaluation seeds;
-3. `arkd compare` of the learned policies and the baselines on the evaluation seeds.
+2. `arkd train` once per learned algorithm (PPO, SAC by default), side by side; every episode draws its
+   engine seed from the preset's `env.train_seeds`, which must not hold an evaluation seed;
+3. `arkd compare` of the learned policies and the baselines on the evaluation seeds, in `--workers`
+   processes; the final students are scored on held-out examples (`test_*`) as well.
 
 Everything goes to a fresh folder under `--work` (default `runs/results`); the generated report
 (`--report`, default `docs/results/generated.md`) holds the exact commands, the resolved config of the
@@ -17,6 +18,7 @@ comparison, the comparison tables with bootstrap intervals and copies of the plo
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import subprocess
@@ -40,15 +42,35 @@ def run(command: list[str], log: list[str]) -> str:
     return done.stdout
 
 
+def run_side_by_side(commands: list[list[str]], workers: int, log: list[str]) -> None:
+    """Run independent `arkd` commands at once, each with its share of the cores as torch threads."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(workers, len(commands))))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    for start in range(0, len(commands), max(1, workers)):
+        batch = commands[start:start + max(1, workers)]
+        began = time.perf_counter()
+        for command in batch:
+            print("$ " + " ".join(shlex.quote(part) for part in command), flush=True)
+        running = [subprocess.Popen(c, cwd=REPO, stdout=subprocess.DEVNULL, env=env) for c in batch]
+        codes = [p.wait() for p in running]
+        for command, code in zip(batch, codes, strict=True):
+            shown = " ".join(shlex.quote(part) for part in command)
+            if code != 0:
+                sys.exit(f"failed ({code}): {shown}")
+            log.append(f"OMP_NUM_THREADS={threads} {shown}    # side by side, {time.perf_counter() - began:.0f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="embedded")
     parser.add_argument("--algos", default="ppo,sac", help="learned algorithms, comma-separated")
-    parser.add_argument("--timesteps", type=int, default=480, help="env steps each agent learns for")
+    parser.add_argument("--timesteps", type=int, default=720, help="env steps each agent learns for")
     parser.add_argument("--seeds", default="100,101,102,103,104", help="evaluation engine seeds")
     parser.add_argument("--baselines", default=",".join(BASELINES))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override passed to every command (as `arkd --set`)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes sharing the cores: agents train side by side, compare plays runs in parallel")
     parser.add_argument("--work", default="runs/results", help="folder for the run folders")
     parser.add_argument("--report", default="docs/results/generated.md")
     args = parser.parse_args()
@@ -58,16 +80,16 @@ def main() -> None:
     work = REPO / args.work / time.strftime("%Y%m%d-%H%M%S")
     log: list[str] = []
     run([*arkd, "prepare", *common], log)
-    learned = []
-    for algo in args.algos.split(","):
-        run([*arkd, "train", *common, "--algo", algo, "--timesteps", str(args.timesteps), "--seed", "0",
-             "--name", f"learned-{algo}", "--output-dir", str(work)], log)
-        learned.append(str(work / f"learned-{algo}"))
+    algos = args.algos.split(",")
+    trainings = [[*arkd, "train", *common, "--algo", algo, "--timesteps", str(args.timesteps), "--seed", "0",
+                  "--name", f"learned-{algo}", "--output-dir", str(work)] for algo in algos]
+    run_side_by_side(trainings, args.workers, log)
+    learned = [str(work / f"learned-{algo}") for algo in algos]
     policies = ",".join([*learned, args.baselines])
     # Every baseline is a reference, so each learned policy gets a paired difference against each of them.
     references = ", ".join(f'"{b}"' for b in args.baselines.split(","))
     compare = [*arkd, "compare", *common, "--policies", policies, "--seeds", args.seeds, "--output-dir", str(work),
-               f"--set=run.reference_policies=[{references}]"]
+               f"--set=run.reference_policies=[{references}]", f"--set=run.workers={args.workers}"]
     resolved = run([*compare, "--dry-run"], [])
     run(compare, log)
     [out] = sorted(p for p in work.iterdir() if p.name.startswith("compare"))

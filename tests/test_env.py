@@ -149,6 +149,28 @@ def test_observation_lists_features_and_last_weights(env: DistillEnv) -> None:
         make(features=["speed"])
 
 
+def test_probe_features_look_ahead_and_undo_the_probes() -> None:
+    probing = make(features=["progress", "probe_gap", "probe_gain"], probe_updates=2)
+    plain = make(features=["progress"])
+    assert "probe_gap" not in make().feature_names  # costly, so never by default
+    action = np.array([0.4], dtype=np.float32)
+    _, start = plain.reset()
+    obs, _ = probing.reset()
+    distiller, state = plain.distiller, plain.distiller.snapshot()
+    before = start["val"]["val_divergence"]
+    gains = {}
+    for name in ("fkl", "rkl"):
+        distiller.restore(state)
+        distiller.train_steps({name: 1.0}, 2)
+        gains[name] = before - distiller.evaluate()["val_divergence"]
+    distiller.restore(state)
+    gap = (gains["fkl"] - gains["rkl"]) / (abs(gains["fkl"]) + abs(gains["rkl"]))
+    assert obs[1] == pytest.approx(gap, abs=1e-5)
+    assert obs[2] == pytest.approx(max(gains.values()) / before, abs=1e-5)
+    # The probes are undone: the step that follows trains the same student on the same batches.
+    assert probing.step(action)[1] == plain.step(action)[1]
+
+
 def test_non_finite_updates_are_penalised_recovered_and_terminate(monkeypatch: pytest.MonkeyPatch) -> None:
     env = make(horizon=10, max_consecutive_failures=2, nan_penalty=5.0, engine_overrides={"loss_path": "chunked"})
     env.reset()
