@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from arkd_env.config import read_yaml
 from train.config import RunConfig
 from train.envs import single_env
-from train.runs import POLICY_FILE
+from train.runs import CONFIG_FILE, POLICY_FILE
 
 
 @dataclass
@@ -57,12 +58,22 @@ def label(spec: str) -> str:
     return path.stem
 
 
+# What a saved policy's observations and actions mean; it is played with its own run's values of these.
+POLICY_ENV_FIELDS = ("features", "probe_updates", "action_mode", "simplex_components", "simplex_temperature")
+
+
 def env_overrides(spec: str) -> dict[str, Any]:
+    """Env settings a policy needs: a baseline's own, or those a saved policy was trained with (from the
+    ``config.yaml`` beside it), so policies trained on different observations can share one comparison."""
     if is_baseline(spec):
         from agents.baselines import baseline_env_overrides
 
         return baseline_env_overrides(spec)
-    return {}
+    config = policy_path(spec).parent / CONFIG_FILE
+    if not config.is_file():
+        return {}
+    trained = read_yaml(config).get("env") or {}
+    return {key: trained[key] for key in POLICY_ENV_FIELDS if key in trained}
 
 
 def check_spec(spec: str) -> None:
