@@ -5,12 +5,13 @@
 Runs, with the real `arkd` command and in this order:
 
 1. `arkd prepare` (the preset's teacher, cached);
-2. `arkd train` once per learned algorithm (PPO, SAC by default), side by side; every episode draws its
-   engine seed from the preset's `env.train_seeds`, which must not hold an evaluation seed;
+2. `arkd train` once per learned agent (`AGENTS`: PPO, SAC, and SAC observing lookahead probes), side by
+   side; every episode draws its engine seed from the preset's `env.train_seeds`, which must not hold an
+   evaluation seed;
 3. `arkd compare` of the learned policies and the baselines on the evaluation seeds, in `--workers`
    processes; the final students are scored on held-out examples (`test_*`) as well.
 
-Everything goes to a fresh folder under `--work` (default `runs/results`); the generated report
+Everything goes to `--work` (default a fresh `runs/results/<time>`); the generated report
 (`--report`, default `docs/results/generated.md`) holds the exact commands, the resolved config of the
 comparison, the comparison tables with bootstrap intervals and copies of the plots beside it.
 """
@@ -28,6 +29,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINES = ("fkl", "rkl", "fixed:0.5", "akl", "greedy")
+# The default features plus the lookahead ones (arkd_env.env.PROBE_FEATURES).
+PROBE_OBSERVATION = ("[progress, fkl, rkl, akl_head_ratio, akl_tail_ratio, teacher_entropy, student_entropy, "
+                     "top1_agreement, student_ce, grad_norm, val_metric, val_delta, probe_gap, probe_gain]")
+# name -> (algorithm, config overrides of its `arkd train`)
+AGENTS: dict[str, tuple[str, list[str]]] = {
+    "ppo": ("ppo", []),
+    "sac": ("sac", []),
+    "sac-probe": ("sac", [f"env.features={PROBE_OBSERVATION}"]),
+}
 
 
 def run(command: list[str], log: list[str]) -> str:
@@ -63,7 +73,7 @@ def run_side_by_side(commands: list[list[str]], workers: int, log: list[str]) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="embedded")
-    parser.add_argument("--algos", default="ppo,sac", help="learned algorithms, comma-separated")
+    parser.add_argument("--agents", default=",".join(AGENTS), help=f"learned agents, comma-separated: {list(AGENTS)}")
     parser.add_argument("--timesteps", type=int, default=720, help="env steps each agent learns for")
     parser.add_argument("--seeds", default="100,101,102,103,104", help="evaluation engine seeds")
     parser.add_argument("--baselines", default=",".join(BASELINES))
@@ -71,37 +81,47 @@ def main() -> None:
                         help="config override passed to every command (as `arkd --set`)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes sharing the cores: agents train side by side, compare plays runs in parallel")
-    parser.add_argument("--work", default="runs/results", help="folder for the run folders")
+    parser.add_argument("--work", default=None,
+                        help="folder for the run folders (default runs/results/<time>); learned-<agent> folders that "
+                             "already hold a policy.zip there are compared as they are, not trained again")
     parser.add_argument("--report", default="docs/results/generated.md")
     args = parser.parse_args()
 
     common = ["--preset", args.preset, *(f"--set={o}" for o in args.overrides)]
     arkd = [sys.executable, "-m", "train"]
-    work = REPO / args.work / time.strftime("%Y%m%d-%H%M%S")
+    work = Path(args.work).resolve() if args.work else REPO / "runs" / "results" / time.strftime("%Y%m%d-%H%M%S")
     log: list[str] = []
     run([*arkd, "prepare", *common], log)
-    algos = args.algos.split(",")
-    trainings = [[*arkd, "train", *common, "--algo", algo, "--timesteps", str(args.timesteps), "--seed", "0",
-                  "--name", f"learned-{algo}", "--output-dir", str(work)] for algo in algos]
+    agents = args.agents.split(",")
+    unknown = [a for a in agents if a not in AGENTS]
+    if unknown:
+        sys.exit(f"--agents: unknown agent {unknown[0]!r} (known: {', '.join(AGENTS)})")
+    learned = [work / f"learned-{agent}" for agent in agents]
+    trainings = [[*arkd, "train", *common, "--algo", AGENTS[agent][0], *(f"--set={o}" for o in AGENTS[agent][1]),
+                  "--timesteps", str(args.timesteps), "--seed", "0", "--name", folder.name, "--output-dir", str(work)]
+                 for agent, folder in zip(agents, learned, strict=True) if not (folder / "policy.zip").is_file()]
+    if len(trainings) < len(agents):
+        log.append(f"# reused from an earlier run of this script: "
+                   f"{', '.join(f.name for f in learned if (f / 'policy.zip').is_file())}")
     run_side_by_side(trainings, args.workers, log)
-    learned = [str(work / f"learned-{algo}") for algo in algos]
-    policies = ",".join([*learned, args.baselines])
+    policies = ",".join([*map(str, learned), args.baselines])
     # Every baseline is a reference, so each learned policy gets a paired difference against each of them.
     references = ", ".join(f'"{b}"' for b in args.baselines.split(","))
     compare = [*arkd, "compare", *common, "--policies", policies, "--seeds", args.seeds, "--output-dir", str(work),
                f"--set=run.reference_policies=[{references}]", f"--set=run.workers={args.workers}"]
     resolved = run([*compare, "--dry-run"], [])
+    before = set(work.glob("compare*"))
     run(compare, log)
-    [out] = sorted(p for p in work.iterdir() if p.name.startswith("compare"))
+    [out] = set(work.glob("compare*")) - before
 
     report = REPO / args.report
     report.parent.mkdir(parents=True, exist_ok=True)
     for png in sorted((out / "plots").glob("*.png")):
         shutil.copyfile(png, report.parent / png.name)
-    for algo in args.algos.split(","):
-        curve = work / f"learned-{algo}" / "plots" / "learning_curve.png"
+    for folder in learned:
+        curve = folder / "plots" / "learning_curve.png"
         if curve.is_file():
-            shutil.copyfile(curve, report.parent / f"learning_curve_{algo}.png")
+            shutil.copyfile(curve, report.parent / f"learning_curve_{folder.name.removeprefix('learned-')}.png")
     table = (out / "table.md").read_text()
     commands = "\n".join(log)
     plots = "\n".join(f"![{p.stem}]({p.name})" for p in sorted(report.parent.glob("*.png")))
