@@ -16,7 +16,8 @@ Specs understood by :func:`make_baseline`:
   loss; needs the env built with :data:`AKL_ENV_OVERRIDES` (see :func:`baseline_env_overrides`)
 - ``sft``: weight 1 on the ``ce`` component, i.e. supervised fine-tuning on the reference responses with
   no teacher term (the SFT baseline of the MiniLLM line of work); needs :data:`SFT_ENV_OVERRIDES`
-- ``greedy``: one-step lookahead over candidate α, see :class:`agents.greedy.GreedyPolicy`
+- ``greedy``: one-step lookahead over candidate α, see :class:`agents.greedy.GreedyPolicy`;
+  ``greedy:<a>/<b>/...`` names the candidates (default 0/0.25/0.5/0.75/1)
 - ``random``: a uniformly drawn action each step (seeded with the ``seed`` option)
 """
 
@@ -36,9 +37,10 @@ from gymnasium import spaces
 from agents.env_access import EnvView
 from agents.spaces import check_spaces, space_from_json, space_to_json
 
-BASELINE_NAMES = ["fkl", "rkl", "fixed:<alpha>", "linear:<a>-><b>", "cosine", "akl", "sft", "greedy", "random"]
+BASELINE_NAMES = ["fkl", "rkl", "fixed:<alpha>", "linear:<a>-><b>", "cosine", "akl", "sft", "greedy",
+                  "greedy:<a>/<b>/...", "random"]
 _PLAIN = {"fkl", "rkl", "cosine", "akl", "sft", "greedy", "random"}
-_PREFIXED = ("fixed:", "linear:")
+_PREFIXED = ("fixed:", "linear:", "greedy:")
 HEAD_TAIL = ("fkl_head", "fkl_tail", "rkl_head", "rkl_tail")
 AKL_ENV_OVERRIDES: dict[str, Any] = {"action_mode": "simplex", "simplex_components": ["akl"]}
 SFT_ENV_OVERRIDES: dict[str, Any] = {"action_mode": "simplex", "simplex_components": ["ce"]}
@@ -338,8 +340,11 @@ def make_baseline(spec: str, env: Any, **options: Any) -> BaselinePolicy:
         if unknown:
             raise ValueError(f"baseline 'random' takes only the option seed, got {', '.join(unknown)}")
         return RandomPolicy(text, env, **options)
-    if text == "greedy":
+    if text == "greedy" or text.startswith("greedy:"):
         from agents.greedy import GreedyPolicy  # here: greedy.py imports this module
 
+        if text.startswith("greedy:"):
+            listed = [_parse_unit(spec, part) for part in text.removeprefix("greedy:").split("/")]
+            options = {**options, "candidates": listed}
         return GreedyPolicy(text, env, **options)
     raise ValueError(f"unknown baseline {spec!r}; known: {', '.join(BASELINE_NAMES)}")

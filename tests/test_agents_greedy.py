@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from _toy_env import ToyDistillEnv, single_torch_thread  # noqa: F401 (autouse fixture)
@@ -39,6 +41,19 @@ def test_greedy_options_candidates_probe_steps_and_metric() -> None:
         make_baseline("greedy", env, metric="rouge_l").predict(obs())
     with pytest.raises(ValueError, match="must be α values in"):
         make_baseline("greedy", env, candidates=[2.0])
+
+
+def test_greedy_spec_names_its_candidates(tmp_path: Path) -> None:
+    env = ToyDistillEnv("mix", updates_per_step=1, target=0.42)
+    policy = make_baseline("greedy:0.4/0.5/0.6", env)
+    assert isinstance(policy, GreedyPolicy) and policy.candidates == [0.4, 0.5, 0.6]
+    action, _ = policy.predict(obs())
+    assert env.action_to_weights(action)["fkl"] == pytest.approx(0.4)  # nearest listed candidate to 0.42
+    assert env.distiller.updates == 3
+    policy.save(tmp_path / "greedy.zip")
+    assert GreedyPolicy.load(tmp_path / "greedy.zip", env=env).candidates == [0.4, 0.5, 0.6]
+    with pytest.raises(ValueError, match="'x' is not a number"):
+        make_baseline("greedy:0.4/x", env)
 
 
 def test_greedy_in_binary_mode_probes_each_distinct_weighting_once() -> None:
