@@ -188,7 +188,7 @@ class EngineConfig:
 
 
 ACTION_MODES = ("mix", "simplex", "head_tail", "binary")
-REWARDS = ("val_divergence", "val_ce", "rouge", "sparse")
+REWARDS = ("val_divergence", "val_ce", "rouge", "sparse", "relative")
 
 
 @dataclass
@@ -201,7 +201,11 @@ class EnvConfig:
     simplex_components: list[str] = help_field("Components weighted by the 'simplex' action mode.",
                                           default_factory=lambda: ["fkl", "rkl"])
     simplex_temperature: float = help_field("Softmax temperature mapping a simplex action to weights.", default=1.0)
-    reward: str = help_field("'val_divergence' (default), 'val_ce', 'rouge' or 'sparse'.", default="val_divergence")
+    reward: str = help_field("'val_divergence' (default), 'val_ce', 'rouge', 'sparse' or 'relative' (the step's "
+                             "validation divergence against a reference weighting's from the same state).",
+                             default="val_divergence")
+    reference_alpha: float = help_field("FKL weight α of the reference weighting (α·FKL + (1−α)·RKL) that "
+                                        "reward='relative' measures each step against.", default=0.5)
     reward_scale: float = help_field("Multiplier applied to every reward.", default=1.0)
     normalize_reward: bool = help_field("Divide rewards by a running standard deviation of returns.", default=False)
     features: list[str] | None = help_field("Observation features by name; None takes all but the costly probe_* "
@@ -222,6 +226,7 @@ class EnvConfig:
         check(self.simplex_temperature > 0, "simplex_temperature", self.simplex_temperature, "must be > 0")
         check(len(self.simplex_components) >= 1, "simplex_components", self.simplex_components,
                "must name at least one component")
+        check(0 <= self.reference_alpha <= 1, "reference_alpha", self.reference_alpha, "must lie in [0, 1]")
         check(self.probe_updates >= 1, "probe_updates", self.probe_updates, "must be >= 1")
         check(self.nan_penalty >= 0, "nan_penalty", self.nan_penalty, "must be >= 0")
         check(self.max_consecutive_failures >= 1, "max_consecutive_failures", self.max_consecutive_failures,

@@ -34,7 +34,7 @@ FEATURES: dict[str, tuple[float, float]] = {
 PROBE_FEATURES = ("probe_gap", "probe_gain")
 DEFAULT_FEATURES = [f for f in FEATURES if f not in PROBE_FEATURES]
 REWARD_METRICS = {"val_divergence": "val_divergence", "val_ce": "val_ce", "rouge": "rouge_l",
-                  "sparse": "val_divergence"}
+                  "sparse": "val_divergence", "relative": "val_divergence"}
 HEAD_TAIL = ("fkl_head", "fkl_tail", "rkl_head", "rkl_tail")
 RETURN_GAMMA = 0.99  # discount of the running return whose spread normalises rewards
 
@@ -93,7 +93,12 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     cross-entropy on the references; `"rouge"` uses −ROUGE-L of `rouge_size` sampled validation responses.
     The reward of step t is r_t = `reward_scale` · (M_{t−1} − M_t), so the undiscounted return telescopes to
     the total improvement M_0 − M_H. With `"sparse"` every reward is 0 except the last, which is the total
-    improvement of the validation divergence. A step whose update went NaN/inf additionally loses
+    improvement of the validation divergence. With `"relative"` the step's updates are first run with the
+    reference weighting α·FKL + (1−α)·RKL (α = `reference_alpha`) from the same state on the same batches and
+    undone, and r_t = `reward_scale` · (M_t^ref − M_t): how much better the chosen weighting did than the
+    reference, free of how much any weighting would have gained at that point of the run (large early, tiny
+    late) and of the seed; it costs `updates_per_step` more updates and one more validation per step, and the
+    return is the sum of those per-step advantages. A step whose update went NaN/inf additionally loses
     `nan_penalty`. With `normalize_reward` rewards are divided by the running standard deviation of the
     discounted return (γ = 0.99), as Stable-Baselines3's `VecNormalize` does.
 
@@ -227,6 +232,15 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         value = metrics[self.reward_metric]
         return -value if self.reward_metric == "rouge_l" else value  # lower is better for every metric
 
+    def _reference_metric(self, state: dict[str, Any]) -> float:
+        """The reward's metric after this step's updates with the reference weighting (then undone)."""
+        alpha = self.config.reference_alpha
+        try:
+            self.distiller.train_steps({"fkl": alpha, "rkl": 1.0 - alpha}, self.config.updates_per_step)
+            return self._metric(self._evaluate())
+        finally:
+            self.distiller.restore(state)
+
     def _probes(self, current: float) -> dict[str, float]:
         """The lookahead features: try pure FKL and pure RKL for probe_updates updates each, then undo both."""
         if not any(f in PROBE_FEATURES for f in self.feature_names):
@@ -308,6 +322,7 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
             raise gym.error.ResetNeeded("Cannot call DistillEnv.step() before reset() or after the episode ended")
         weights = self.action_to_weights(action)
         last_good = self.distiller.snapshot()  # finite: every step ends with finite weights (below)
+        reference = self._reference_metric(last_good) if self.config.reward == "relative" else None
         report = self.distiller.train_steps(weights, self.config.updates_per_step)
         # An update's loss and gradient are checked before it is applied; weights can still go non-finite after
         # a check passed (e.g. an optimizer overflow in the step's last update), so they are checked too.
@@ -323,6 +338,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         terminated = self._failures >= self.config.max_consecutive_failures
         if self.config.reward == "sparse":
             raw = self._start_metric - self._metric_now if (truncated or terminated) else 0.0
+        elif reference is not None and math.isfinite(reference):
+            raw = reference - self._metric_now
         else:
             raw = previous - self._metric_now
         reward = self.config.reward_scale * raw - (self.config.nan_penalty if failed else 0.0)

@@ -135,6 +135,23 @@ def test_sparse_reward_pays_total_improvement_at_the_end() -> None:
     assert last[1] == pytest.approx(start - last[4]["val"]["val_divergence"])
 
 
+def test_relative_reward_is_the_gain_over_the_reference_weighting_from_the_same_state() -> None:
+    relative = make(reward="relative", reference_alpha=0.25)
+    plain = make()
+    relative.reset()
+    # Taking the reference's own weighting replays its updates exactly: no advantage, either way.
+    assert relative.step(np.array([-0.5], dtype=np.float32))[1] == 0.0
+    plain.reset()
+    plain.step(np.array([-0.5], dtype=np.float32))
+    state = plain.distiller.snapshot()
+    plain.step(np.array([-0.5], dtype=np.float32))
+    reference = plain.distiller.evaluate()["val_divergence"]
+    plain.distiller.restore(state)
+    _, reward, _, _, info = relative.step(np.array([1.0], dtype=np.float32))
+    assert info["val"]["val_divergence"] == plain.step(np.array([1.0], dtype=np.float32))[4]["val"]["val_divergence"]
+    assert reward == pytest.approx(reference - info["val"]["val_divergence"], abs=1e-7) and reward != 0.0
+
+
 def test_observation_lists_features_and_last_weights(env: DistillEnv) -> None:
     obs, _ = env.reset()
     assert obs.shape == (len(env.feature_names),) and env.feature_names[-2:] == ["w_fkl", "w_rkl"]
