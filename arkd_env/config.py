@@ -216,7 +216,8 @@ class EnvConfig:
     train_seeds: list[int] = help_field(
         "Engine seeds (student initialisation, data order) each episode draws from at reset, uniformly with the "
         "env's np_random, so an agent learns across runs instead of replaying one; [] always uses engine.seed. "
-        "Keep them apart from the seeds policies are evaluated on.", default_factory=list)
+        "Keep them apart from the seeds policies are evaluated on. Each seed's starting state (a copy of the "
+        "student) is kept in memory once built.", default_factory=list)
 
     def __post_init__(self) -> None:
         check(self.horizon >= 1, "horizon", self.horizon, "must be >= 1")
