@@ -87,8 +87,12 @@ def test_distill_evaluate_and_space_mismatch(run_dir: Path, tmp_path: Path, caps
     for key in ("val_fkl", "val_rkl", "val_ce", "rouge_l"):
         assert evaluated[key] == pytest.approx(saved["metrics"][key], rel=1e-5), key
     capsys.readouterr()
-    # A policy trained on the mix action space cannot drive a head_tail env.
-    code = main(["distill", "--policy", str(run_dir), *TINY, "--set", "env.action_mode=head_tail",
+    # A policy trained on the mix action space cannot drive a head_tail env: in its run folder it is played
+    # with its run's own settings, but a bare policy file brings none.
+    bare = tmp_path / "bare" / "policy.zip"
+    bare.parent.mkdir()
+    bare.write_bytes((run_dir / "policy.zip").read_bytes())
+    code = main(["distill", "--policy", str(bare), *TINY, "--set", "env.action_mode=head_tail",
                  "--out", str(tmp_path / "x")])
     assert code == 2
     assert "space mismatch" in one_error_line(capsys.readouterr().err)

@@ -60,9 +60,9 @@ class _Spaces(gym.Env[np.ndarray, np.ndarray]):
 
 def _nano_observation_space() -> spaces.Box:
     """The observation space of the nano env in `mix` mode, without building the env."""
-    from arkd_env.env import FEATURES
+    from arkd_env.env import DEFAULT_FEATURES, FEATURES
 
-    bounds = [*FEATURES.values(), (0.0, 1.0), (0.0, 1.0)]  # + w_fkl, w_rkl
+    bounds = [*(FEATURES[f] for f in DEFAULT_FEATURES), (0.0, 1.0), (0.0, 1.0)]  # + w_fkl, w_rkl
     return spaces.Box(np.array([b[0] for b in bounds], dtype=np.float32),
                       np.array([b[1] for b in bounds], dtype=np.float32), dtype=np.float32)
 
