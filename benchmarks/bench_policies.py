@@ -101,7 +101,7 @@ def main() -> None:
                   "--timesteps", str(args.timesteps), "--seed", "0", "--name", folder.name, "--output-dir", str(work)]
                  for agent, folder in zip(agents, learned, strict=True) if not (folder / "policy.zip").is_file()]
     if len(trainings) < len(agents):
-        log.append(f"# reused from an earlier run of this script: "
+        log.append(f"# already trained in --work, reused as found: "
                    f"{', '.join(f.name for f in learned if (f / 'policy.zip').is_file())}")
     run_side_by_side(trainings, args.workers, log)
     policies = ",".join([*map(str, learned), args.baselines])
