@@ -80,12 +80,12 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     | val_delta | relative improvement of that metric in the last step | clipped | [-1, 1] |
     | probe_gap | (gain_FKL − gain_RKL) / (abs(gain_FKL) + abs(gain_RKL)), see below | none | [-1, 1] |
     | probe_gain | max(gain_FKL, gain_RKL) / M | clipped | [-1, 1] |
+    | w_<component> | weight applied in the last step, per controlled component | none | [0, 1] |
 
     gain_FKL is the drop of the reward's metric M after `probe_updates` updates of pure FKL from the current
     state on the coming batches, gain_RKL the same for pure RKL; both probes are undone. These lookahead
     features cost 2 × `probe_updates` updates and two validations per step, so they are only computed when
     `features` names them.
-    | w_<component> | weight applied in the last step, per controlled component | none | [0, 1] |
 
     ## Rewards
     With `reward="val_divergence"` (default) the metric is M = ½(FKL + RKL) of the student to the teacher on
@@ -232,28 +232,24 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         value = metrics[self.reward_metric]
         return -value if self.reward_metric == "rouge_l" else value  # lower is better for every metric
 
-    def _reference_metric(self, state: dict[str, Any]) -> float:
-        """The reward's metric after this step's updates with the reference weighting (then undone)."""
-        alpha = self.config.reference_alpha
+    def _lookahead(self, weights: Mapping[str, float], updates: int, state: dict[str, Any]) -> float:
+        """The reward's metric after ``updates`` updates with ``weights``; the engine then returns to ``state``."""
         try:
-            self.distiller.train_steps({"fkl": alpha, "rkl": 1.0 - alpha}, self.config.updates_per_step)
+            self.distiller.train_steps(weights, updates)
             return self._metric(self._evaluate())
         finally:
             self.distiller.restore(state)
 
+    def _reference_metric(self, state: dict[str, Any]) -> float:
+        alpha = self.config.reference_alpha
+        return self._lookahead({"fkl": alpha, "rkl": 1.0 - alpha}, self.config.updates_per_step, state)
+
     def _probes(self, current: float) -> dict[str, float]:
-        """The lookahead features: try pure FKL and pure RKL for probe_updates updates each, then undo both."""
+        """The lookahead features: pure FKL and pure RKL for probe_updates updates each, both undone."""
         if not any(f in PROBE_FEATURES for f in self.feature_names):
             return {}
         state = self.distiller.snapshot()
-        after = {}
-        try:
-            for name in ("fkl", "rkl"):
-                self.distiller.restore(state)
-                self.distiller.train_steps({name: 1.0}, self.config.probe_updates)
-                after[name] = self._metric(self._evaluate())
-        finally:
-            self.distiller.restore(state)
+        after = {name: self._lookahead({name: 1.0}, self.config.probe_updates, state) for name in ("fkl", "rkl")}
         gains = {name: current - value for name, value in after.items()}
         spread = abs(gains["fkl"]) + abs(gains["rkl"])
         return {"probe_gap": (gains["fkl"] - gains["rkl"]) / spread if spread > 0 else 0.0,
