@@ -95,7 +95,7 @@ class Distiller:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.component_kwargs = {name: {"mu": cfg.akl_mu} for name in MU_COMPONENTS}
         self._student_head, self._teacher_head = self._fused_heads()
-        self.seed = cfg.seed  # the run's engine seed: data order and sampling; part of the state (see reseeded_state)
+        self.seed = cfg.seed  # the run's engine seed: data order and sampling; part of the state (see initial_state)
         self._sampling = torch.Generator().manual_seed(cfg.seed + 7919)
         self._teacher_cache: dict[int, tuple[Tensor, Tensor]] = {}
         self._eval_batches = self._batches(self.data.val[:cfg.eval_size])
