@@ -33,7 +33,7 @@ REQUIRED_METHODS = ("learn", "predict", "save")
 class AlgoSpec:
     target: str  # "module:Class"
     contrib: bool = False  # lives in the optional sb3-contrib package
-    box_only: bool = False  # continuous actions only (no `binary` action mode)
+    box_only: bool = False  # continuous actions only (not the Discrete `binary` and `grid` action modes)
 
 
 ALGORITHMS: dict[str, AlgoSpec] = {
@@ -100,7 +100,7 @@ def check_action_space(name: str, env: Any) -> None:
     if spec is not None and spec.box_only and not isinstance(env.action_space, spaces.Box):
         raise ValueError(f"agent {name!r} needs continuous (Box) actions but the env's action space is "
                          f"{env.action_space}; use action_mode mix, simplex or head_tail, or ppo/a2c/trpo/"
-                         "recurrent_ppo/reinforce for the binary mode")
+                         "recurrent_ppo/reinforce for the binary and grid modes")
 
 
 def _accepted(cls: type) -> tuple[set[str], bool]:

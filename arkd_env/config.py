@@ -187,7 +187,9 @@ class EngineConfig:
                self.device, "must be auto, cpu, cuda or cuda:N")
 
 
-ACTION_MODES = ("mix", "simplex", "head_tail", "binary")
+ACTION_MODES = ("mix", "simplex", "head_tail", "binary", "grid")
+# Action modes whose space is Discrete: agents that only act in Box spaces (SAC, TD3, ...) cannot drive them.
+DISCRETE_ACTION_MODES = ("binary", "grid")
 REWARDS = ("val_divergence", "val_ce", "rouge", "sparse", "relative")
 
 
@@ -197,7 +199,10 @@ class EnvConfig:
 
     horizon: int = help_field("Env steps per episode (one distillation run).", default=16)
     updates_per_step: int = help_field("Student updates run per env step with the chosen weights.", default=8)
-    action_mode: str = help_field("'mix', 'simplex', 'head_tail' or 'binary'.", default="mix")
+    action_mode: str = help_field("'mix', 'simplex', 'head_tail', 'binary' or 'grid'.", default="mix")
+    alpha_grid: list[float] = help_field("The FKL weights α the 'grid' action mode chooses from (action i applies "
+                                         "α = alpha_grid[i]); the default is greedy's candidates.",
+                                         default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     simplex_components: list[str] = help_field("Components weighted by the 'simplex' action mode.",
                                           default_factory=lambda: ["fkl", "rkl"])
     simplex_temperature: float = help_field("Softmax temperature mapping a simplex action to weights.", default=1.0)
@@ -227,6 +232,9 @@ class EnvConfig:
         check(self.simplex_temperature > 0, "simplex_temperature", self.simplex_temperature, "must be > 0")
         check(len(self.simplex_components) >= 1, "simplex_components", self.simplex_components,
                "must name at least one component")
+        numbers = all(isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a <= 1 for a in self.alpha_grid)
+        check(numbers and len(set(self.alpha_grid)) == len(self.alpha_grid) >= 2, "alpha_grid", self.alpha_grid,
+              "must hold at least two distinct numbers in [0, 1]")
         check(0 <= self.reference_alpha <= 1, "reference_alpha", self.reference_alpha, "must lie in [0, 1]")
         check(self.probe_updates >= 1, "probe_updates", self.probe_updates, "must be >= 1")
         check(self.nan_penalty >= 0, "nan_penalty", self.nan_penalty, "must be >= 0")

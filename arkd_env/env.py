@@ -57,6 +57,7 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     | `simplex` | `Box(-1, 1, (k,))` | softmax(a / `simplex_temperature`) over `simplex_components` |
     | `head_tail` | `Box(-1, 1, (4,))` | (aᵢ+1)/2 on each of `fkl_head`, `fkl_tail`, `rkl_head`, `rkl_tail` |
     | `binary` | `Discrete(2)` | 0: `fkl` = 1; 1: `rkl` = 1 (the authors' prototype) |
+    | `grid` | `Discrete(n)` | α = `alpha_grid`[i] of n values: `fkl` = α, `rkl` = 1−α (default: greedy's five) |
 
     The weights actually applied are `info["weights"]`. Actions with NaN/inf or of the wrong shape raise
     `ValueError`; finite actions outside [-1, 1] are clipped.
@@ -172,19 +173,23 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     def _action_space(self) -> spaces.Space[Any]:
         if self.action_mode == "binary":
             return spaces.Discrete(2)
+        if self.action_mode == "grid":
+            return spaces.Discrete(len(self.config.alpha_grid))
         if self.action_mode == "mix":
             return spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
         return spaces.Box(-1.0, 1.0, shape=(len(self.component_names),), dtype=np.float32)
 
     def action_to_weights(self, action: Any) -> dict[str, float]:
         """The component weights an action stands for (see the class docstring's table)."""
-        if self.action_mode == "binary":
+        if isinstance(self.action_space, spaces.Discrete):
             value = np.asarray(action)
-            if value.size != 1 or not np.isfinite(value).all() or int(value.reshape(-1)[0]) not in (0, 1) \
+            n = int(self.action_space.n)
+            if value.size != 1 or not np.isfinite(value).all() or int(value.reshape(-1)[0]) not in range(n) \
                     or float(value.reshape(-1)[0]) != int(value.reshape(-1)[0]):
-                raise ValueError(f"action {action!r} is not in the action space Discrete(2)")
-            rkl = float(int(value.reshape(-1)[0]))
-            return {"fkl": 1.0 - rkl, "rkl": rkl}
+                raise ValueError(f"action {action!r} is not in the action space {self.action_space}")
+            index = int(value.reshape(-1)[0])
+            alpha = float(self.config.alpha_grid[index]) if self.action_mode == "grid" else 1.0 - index
+            return {"fkl": alpha, "rkl": 1.0 - alpha}
         assert isinstance(self.action_space, spaces.Box)
         a = np.asarray(action, dtype=np.float64)
         if a.shape != self.action_space.shape and a.size == self.action_space.shape[0]:
@@ -207,16 +212,18 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     def weights_to_action(self, weights: Mapping[str, float]) -> Any:
         """An action applying ``weights`` (``fkl``/``rkl`` expand to head and tail in ``head_tail`` mode).
 
-        Exact for mix, binary (pure weights) and head_tail; for simplex, exact while the weights' ratios
-        lie within exp(2/temperature), since actions are bounded."""
+        Exact for mix, binary (pure weights), grid (its α values) and head_tail; for simplex, exact while the
+        weights' ratios lie within exp(2/temperature), since actions are bounded."""
         full = dict(weights)
         for part in HEAD_TAIL:
             full.setdefault(part, full.get(part[:3], 0.0))
         if self.action_mode == "binary":
             return int(full.get("rkl", 0.0) > full.get("fkl", 0.0))
-        if self.action_mode == "mix":
+        if self.action_mode in ("mix", "grid"):
             total = full.get("fkl", 0.0) + full.get("rkl", 0.0)
             alpha = full.get("fkl", 0.0) / total if total > 0 else 0.5
+            if self.action_mode == "grid":  # the grid's nearest α
+                return int(np.argmin([abs(a - alpha) for a in self.config.alpha_grid]))
             return np.array([2.0 * alpha - 1.0], dtype=np.float32)
         if self.action_mode == "head_tail":
             return np.array([2.0 * full[n] - 1.0 for n in HEAD_TAIL], dtype=np.float32).clip(-1, 1)

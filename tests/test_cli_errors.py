@@ -17,6 +17,7 @@ from train.cli import main
     (["train", "--preset", "nope"], "unknown preset 'nope'"),
     (["train", "--preset", "nano", "--algo", "dqnx"], "unknown algorithm 'dqnx'"),
     (["train", "--preset", "nano", "--algo", "sac", "--set", "env.action_mode=binary"], "continuous actions"),
+    (["train", "--preset", "nano", "--algo", "sac", "--set", "env.action_mode=grid"], "action_mode=grid is Discrete"),
     (["train", "--preset", "nano", "--set", "engine.lr=abc"], "engine.lr: expected a number"),
     (["train", "--preset", "nano", "--set", "engine.bogus=1"], "unknown key 'engine.bogus'"),
     (["train", "--preset", "nano", "--set", "nokey"], "expected key=value"),

@@ -56,6 +56,9 @@ def test_env_config_rejects_bad_mode_and_horizon() -> None:
         EnvConfig(action_mode="both")
     with pytest.raises(ConfigError, match="horizon=0"):
         from_dict(EnvConfig, {"horizon": 0})
+    for grid in ([0.5], [0.2, 0.2], [0.0, 1.5], [True, 0.5]):
+        with pytest.raises(ConfigError, match=r"alpha_grid=.*at least two distinct numbers in \[0, 1\]"):
+            EnvConfig(action_mode="grid", alpha_grid=grid)
 
 
 def test_model_config_allows_one_source() -> None:

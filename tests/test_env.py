@@ -60,6 +60,19 @@ def test_simplex_head_tail_and_binary_weights() -> None:
     assert binary.step(np.int64(0))[4]["weights"] == {"fkl": 1.0, "rkl": 0.0}
 
 
+def test_grid_action_applies_its_alpha_and_maps_weights_to_the_nearest() -> None:
+    grid = make(action_mode="grid", alpha_grid=[0.0, 0.3, 1.0])
+    assert grid.action_space == gym.spaces.Discrete(3)
+    grid.reset()
+    assert grid.step(1)[4]["weights"] == pytest.approx({"fkl": 0.3, "rkl": 0.7})
+    assert grid.step(np.int64(2))[4]["weights"] == {"fkl": 1.0, "rkl": 0.0}
+    assert grid.weights_to_action({"fkl": 0.6, "rkl": 0.4}) == 1  # 0.3 is nearer than 1.0
+    assert grid.weights_to_action({"fkl": 0.7, "rkl": 0.3}) == 2
+    with pytest.raises(ValueError, match=r"action 3 is not in the action space Discrete\(3\)"):
+        grid.step(3)
+    sb3_check_env(make(action_mode="grid", horizon=2))
+
+
 def test_weights_to_action_inverts_action_to_weights(env: DistillEnv) -> None:
     for alpha in (0.0, 0.3, 1.0):
         weights = {"fkl": alpha, "rkl": 1 - alpha}

@@ -59,7 +59,8 @@ def label(spec: str) -> str:
 
 
 # What a saved policy's observations and actions mean; it is played with its own run's values of these.
-POLICY_ENV_FIELDS = ("features", "probe_updates", "action_mode", "simplex_components", "simplex_temperature")
+POLICY_ENV_FIELDS = ("features", "probe_updates", "action_mode", "alpha_grid", "simplex_components",
+                     "simplex_temperature")
 
 
 def env_overrides(spec: str) -> dict[str, Any]:

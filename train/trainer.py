@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arkd_env.config import DISCRETE_ACTION_MODES
 from train import checkpoints, plots
 from train.callbacks import (
     CheckpointCallback,
@@ -55,8 +56,9 @@ def check_algo(cfg: RunConfig) -> None:
     name = cfg.agent.algo
     if name.lower() in ALGORITHMS:
         algorithm_class(name.lower())
-        if ALGORITHMS[name.lower()].box_only and cfg.env.action_mode == "binary":
-            raise ValueError(f"agent {name!r} needs continuous actions; env.action_mode=binary is Discrete(2)")
+        if ALGORITHMS[name.lower()].box_only and cfg.env.action_mode in DISCRETE_ACTION_MODES:
+            raise ValueError(f"agent {name!r} needs continuous actions; env.action_mode={cfg.env.action_mode} "
+                             "is Discrete")
     elif ":" in name:
         import_class(name)
     else:
