@@ -239,8 +239,13 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         value = metrics[self.reward_metric]
         return -value if self.reward_metric == "rouge_l" else value  # lower is better for every metric
 
-    def _lookahead(self, weights: Mapping[str, float], updates: int, state: dict[str, Any]) -> float:
-        """The reward's metric after ``updates`` updates with ``weights``; the engine then returns to ``state``."""
+    def lookahead(self, weights: Mapping[str, float], updates: int | None = None,
+                  state: dict[str, Any] | None = None) -> float:
+        """The reward's metric (lower is better) after ``updates`` (default: one step's) updates with ``weights``
+        from the current state, which is then restored (pass its ``distiller.snapshot()`` as ``state`` to save
+        taking one). The episode is not advanced."""
+        state = state if state is not None else self.distiller.snapshot()
+        updates = updates if updates is not None else self.config.updates_per_step
         try:
             self.distiller.train_steps(weights, updates)
             return self._metric(self._evaluate())
@@ -249,14 +254,14 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
 
     def _reference_metric(self, state: dict[str, Any]) -> float:
         alpha = self.config.reference_alpha
-        return self._lookahead({"fkl": alpha, "rkl": 1.0 - alpha}, self.config.updates_per_step, state)
+        return self.lookahead({"fkl": alpha, "rkl": 1.0 - alpha}, self.config.updates_per_step, state)
 
     def _probes(self, current: float) -> dict[str, float]:
         """The lookahead features: pure FKL and pure RKL for probe_updates updates each, both undone."""
         if not any(f in PROBE_FEATURES for f in self.feature_names):
             return {}
         state = self.distiller.snapshot()
-        after = {name: self._lookahead({name: 1.0}, self.config.probe_updates, state) for name in ("fkl", "rkl")}
+        after = {name: self.lookahead({name: 1.0}, self.config.probe_updates, state) for name in ("fkl", "rkl")}
         gains = {name: current - value for name, value in after.items()}
         spread = abs(gains["fkl"]) + abs(gains["rkl"])
         return {"probe_gap": (gains["fkl"] - gains["rkl"]) / spread if spread > 0 else 0.0,

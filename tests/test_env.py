@@ -165,6 +165,19 @@ def test_relative_reward_is_the_gain_over_the_reference_weighting_from_the_same_
     assert reward == pytest.approx(reference - info["val"]["val_divergence"], abs=1e-7) and reward != 0.0
 
 
+def test_lookahead_scores_one_step_and_leaves_the_episode_where_it_was() -> None:
+    looking, plain = make(), make()
+    looking.reset()
+    plain.reset()
+    ahead = looking.lookahead({"fkl": 0.25, "rkl": 0.75})
+    # The same step, taken for real, ends at the metric the lookahead reported ...
+    taken = plain.step(plain.weights_to_action({"fkl": 0.25, "rkl": 0.75}))[4]["val"]["val_divergence"]
+    assert ahead == taken
+    # ... and the lookahead was undone: the looking env's next step equals the plain env's first one.
+    assert looking.step(np.array([-0.5], dtype=np.float32))[4]["val"]["val_divergence"] == taken
+    assert looking.lookahead({"fkl": 1.0}, updates=1) != looking.lookahead({"rkl": 1.0}, updates=1)
+
+
 def test_observation_lists_features_and_last_weights(env: DistillEnv) -> None:
     obs, _ = env.reset()
     assert obs.shape == (len(env.feature_names),) and env.feature_names[-2:] == ["w_fkl", "w_rkl"]
