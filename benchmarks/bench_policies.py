@@ -5,9 +5,9 @@
 Runs, with the real `arkd` command and in this order:
 
 1. `arkd prepare` (the preset's teacher, cached);
-2. `arkd train` once per learned agent (`AGENTS`: PPO, SAC, and SAC observing lookahead probes), side by
-   side; every episode draws its engine seed from the preset's `env.train_seeds`, which must not hold an
-   evaluation seed;
+2. `arkd train` once per learned agent (`AGENTS`: PPO, SAC, SAC observing lookahead probes, and PPO choosing
+   among five α with and without the relative reward), side by side; every episode draws its engine seed from
+   the preset's `env.train_seeds`, which must not hold an evaluation seed;
 3. `arkd compare` of the learned policies and the baselines on the evaluation seeds, in `--workers`
    processes; the final students are scored on held-out examples (`test_*`) as well.
 
@@ -32,11 +32,16 @@ BASELINES = ("fkl", "rkl", "fixed:0.5", "akl", "greedy")
 # The default features plus the lookahead ones (arkd_env.env.PROBE_FEATURES).
 PROBE_OBSERVATION = ("[progress, fkl, rkl, akl_head_ratio, akl_tail_ratio, teacher_entropy, student_entropy, "
                      "top1_agreement, student_ce, grad_norm, val_metric, val_delta, probe_gap, probe_gain]")
+# PPO choosing among greedy's five α (action_mode grid), rewarded against α = 0.5 from the same state
+# (reward relative), with larger policy steps: 720 env steps are only 45 PPO updates (docs/results.md).
+GRID_PPO = ["env.action_mode=grid", "agent.hparams.learning_rate=0.001", "agent.hparams.n_epochs=8"]
 # name -> (algorithm, config overrides of its `arkd train`)
 AGENTS: dict[str, tuple[str, list[str]]] = {
     "ppo": ("ppo", []),
     "sac": ("sac", []),
     "sac-probe": ("sac", [f"env.features={PROBE_OBSERVATION}"]),
+    "ppo-grid-relative": ("ppo", [*GRID_PPO, "env.reward=relative", "env.normalize_reward=true"]),
+    "ppo-grid": ("ppo", GRID_PPO),
 }
 
 
