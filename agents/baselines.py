@@ -12,6 +12,8 @@ Specs understood by :func:`make_baseline`:
 - ``fkl`` (α = 1), ``rkl`` (α = 0), ``fixed:<α>`` with α in [0, 1]
 - ``linear:<a>-><b>``: α = a + (b - a) · progress, the env's "progress" feature (step/horizon)
 - ``cosine``: α = (1 + cos(π · progress)) / 2, from 1 at the start to 0 at the end
+- ``phases:<a1>/<a2>/.../<an>``: the run split by progress into n equal phases, α = a_i in the i-th; with as
+  many values as the env's horizon, one α per env step
 - ``akl``: weight 1 on the ``akl`` component, i.e. the AKL rule applied per token inside the
   loss; needs the env built with :data:`AKL_ENV_OVERRIDES` (see :func:`baseline_env_overrides`)
 - ``sft``: weight 1 on the ``ce`` component, i.e. supervised fine-tuning on the reference responses with
@@ -37,10 +39,11 @@ from gymnasium import spaces
 from agents.env_access import EnvView
 from agents.spaces import check_spaces, space_from_json, space_to_json
 
-BASELINE_NAMES = ["fkl", "rkl", "fixed:<alpha>", "linear:<a>-><b>", "cosine", "akl", "sft", "greedy",
+BASELINE_NAMES = ["fkl", "rkl", "fixed:<alpha>", "linear:<a>-><b>", "cosine", "phases:<a>/<b>/...", "akl", "sft",
+                  "greedy",
                   "greedy:<a>/<b>/...", "random"]
 _PLAIN = {"fkl", "rkl", "cosine", "akl", "sft", "greedy", "random"}
-_PREFIXED = ("fixed:", "linear:", "greedy:")
+_PREFIXED = ("fixed:", "linear:", "phases:", "greedy:")
 HEAD_TAIL = ("fkl_head", "fkl_tail", "rkl_head", "rkl_tail")
 AKL_ENV_OVERRIDES: dict[str, Any] = {"action_mode": "simplex", "simplex_components": ["akl"]}
 SFT_ENV_OVERRIDES: dict[str, Any] = {"action_mode": "simplex", "simplex_components": ["ce"]}
@@ -218,11 +221,11 @@ class BaselinePolicy:
 
 
 class AlphaPolicy(BaselinePolicy):
-    """α as a function of training progress: constant, linear or cosine."""
+    """α as a function of training progress: constant, linear, cosine or in phases."""
 
     def __init__(self, spec: str, env: Any = None, *, start: float, end: float, shape: str = "constant",
-                 **options: Any) -> None:
-        self.start, self.end, self.shape = start, end, shape
+                 phases: tuple[float, ...] = (), **options: Any) -> None:
+        self.start, self.end, self.shape, self.phases = start, end, shape, phases
         super().__init__(spec, env, **options)
 
     def _check_env(self, view: EnvView) -> None:
@@ -237,6 +240,10 @@ class AlphaPolicy(BaselinePolicy):
             return self.start + (self.end - self.start) * p
         if self.shape == "cosine":
             return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * p))
+        if self.shape == "phases":
+            # progress is step/horizon, so step t of a horizon-n run sits exactly on phase t's start; the
+            # observation's float32 can fall just short of it (5/12 · 12 = 4.9999998), hence the tolerance.
+            return self.phases[min(int(p * len(self.phases) + 1e-6), len(self.phases) - 1)]
         return self.start
 
     def weights_at(self, progress: float) -> dict[str, float]:
@@ -329,6 +336,10 @@ def make_baseline(spec: str, env: Any, **options: Any) -> BaselinePolicy:
     if text == "cosine":
         _no_options(spec, options)
         return AlphaPolicy(text, env, start=1.0, end=0.0, shape="cosine")
+    if text.startswith("phases:"):
+        _no_options(spec, options)
+        values = tuple(_parse_unit(spec, part) for part in text.removeprefix("phases:").split("/"))
+        return AlphaPolicy(text, env, start=values[0], end=values[-1], shape="phases", phases=values)
     if text == "akl":
         _no_options(spec, options)
         return AKLPolicy(text, env)

@@ -68,6 +68,19 @@ def test_cosine_schedule_values_by_hand() -> None:
         assert weights_of(env, "cosine", progress) == approx({"fkl": alpha, "rkl": 1 - alpha})
 
 
+def test_phases_split_the_run_into_equal_parts() -> None:
+    env = ToyDistillEnv("mix", horizon=4)
+    # Two phases over a horizon of 4: steps 1-2 (progress 0, 1/4) take the first α, steps 3-4 the second.
+    for progress, alpha in ((0.0, 0.25), (0.25, 0.25), (0.5, 0.75), (0.75, 0.75), (1.0, 0.75)):
+        assert weights_of(env, "phases:0.25/0.75", progress) == approx({"fkl": alpha, "rkl": 1 - alpha})
+    # One α per step of a horizon-12 run, at the env's float32 progress t/12: for t = 5, 7 and 10 that falls
+    # just short of t/12, and must still land in phase t.
+    alphas = [round(0.05 + 0.075 * t, 3) for t in range(12)]
+    spec = "phases:" + "/".join(map(str, alphas))
+    for step, alpha in enumerate(alphas):
+        assert weights_of(env, spec, step / 12) == approx({"fkl": alpha, "rkl": 1 - alpha})
+
+
 def test_akl_needs_its_env_and_weights_akl_only() -> None:
     assert baseline_env_overrides("akl") == AKL_ENV_OVERRIDES == {"action_mode": "simplex",
                                                                    "simplex_components": ["akl"]}
@@ -109,7 +122,7 @@ def test_batch_observations_like_a_vec_env() -> None:
         policy.predict(np.zeros(2, dtype=np.float32))
 
 
-@pytest.mark.parametrize("spec", ["fixed:0.3", "linear:0.9->0.1", "cosine", "random"])
+@pytest.mark.parametrize("spec", ["fixed:0.3", "linear:0.9->0.1", "cosine", "phases:0.2/0.9", "random"])
 def test_save_load_round_trip(tmp_path: Path, spec: str) -> None:
     env = ToyDistillEnv("mix")
     policy = make_baseline(spec, env, **({"seed": 5} if spec == "random" else {}))
@@ -140,6 +153,8 @@ def test_learn_is_a_no_op_returning_the_policy() -> None:
     ("fixed:abc", "'abc' is not a number"),
     ("linear:1-0", "expected linear:<a>-><b>"),
     ("linear:0->2", r"α=2.0 must lie in \[0, 1\]"),
+    ("phases:0.2/1.2", r"α=1.2 must lie in \[0, 1\]"),
+    ("phases:", "'' is not a number"),
     ("sometimes", "unknown baseline 'sometimes'; known: fkl, rkl"),
 ])
 def test_bad_specs_fail_clearly(spec: str, message: str) -> None:
