@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 
 import pytest
 
-from train.compare import build_table, difference_pairs, direction, summarize
+from train.compare import build_table, difference_pairs, direction, merge_results, summarize
 
 
 def test_summarize_by_hand() -> None:
@@ -111,3 +112,18 @@ def test_difference_prints_rounding_residue_as_zero() -> None:
 
     assert Difference("b", "a", "tail_coverage", 5.55e-18, -0.04, 0.04, 5).fmt() == "+0 [-0.04, 0.04]"
     assert Difference("b", "a", "tail_coverage", 1e-9, 1e-9, 2e-9, 5).fmt() == "+1e-09 [1e-09, 2e-09] *"
+
+
+def test_tables_saved_apart_merge_into_the_table_of_one_comparison() -> None:
+    seeds = [100, 101, 102, 103]
+    first = {"fkl": _runs(0.0, [0.0] * 4), "rkl": _runs(2.0, [0.1, -0.1, 0.2, 0.0])}
+    later = {"akl": _runs(-1.0, [0.3, 0.0, 0.0, -0.2])}
+    saved = [json.loads(json.dumps(build_table(part, seeds).to_json())) for part in (first, later)]
+    merged_seeds, merged = merge_results(saved)
+    assert merged_seeds == seeds and merged == {**first, **later}
+    together = build_table({**first, **later}, seeds, references=["fkl"])
+    assert build_table(merged, merged_seeds, references=["fkl"]).markdown() == together.markdown()
+    saved[1]["seeds"] = [100, 101, 102, 104]
+    with pytest.raises(ValueError, match=r"table 2 ran on seeds \[100, 101, 102, 104\], table 1 on \[100, 101, "
+                                         r"102, 103\]"):
+        merge_results(saved)

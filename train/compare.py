@@ -223,6 +223,22 @@ class Comparison:
     plots: list[Path]
 
 
+def merge_results(tables: Sequence[Mapping[str, Any]]) -> tuple[list[int], dict[str, list[dict[str, float]]]]:
+    """The per-seed metrics behind saved tables (``table.json``), merged: a policy compared later joins an
+    earlier comparison on the same seeds without replaying it. A policy in several tables keeps its last."""
+    seeds: list[int] | None = None
+    results: dict[str, list[dict[str, float]]] = {}
+    for number, data in enumerate(tables, 1):
+        if seeds is not None and list(data["seeds"]) != seeds:
+            raise ValueError(f"table {number} ran on seeds {data['seeds']}, table 1 on {seeds}: paired "
+                             "differences need the same seeds")
+        seeds = list(data["seeds"])
+        for policy, row in data["rows"].items():
+            results[policy] = [{m: cell["values"][i] for m, cell in row.items() if cell["values"]}
+                               for i in range(len(seeds))]
+    return seeds or [], results
+
+
 def unique_labels(specs: Sequence[str]) -> list[str]:
     labels: list[str] = []
     for spec in specs:
