@@ -25,6 +25,8 @@ from train.cli import main
     (["train", "--resume", "/nonexistent/run"], "run folder not found"),
     (["train", "--preset", "nano", "--timesteps", "0"], "run.timesteps=0"),
     (["distill", "--preset", "nano", "--policy", "fkx"], "no such policy file"),
+    (["distill", "--preset", "nano", "--policy", "phase:0.2/1"], "not a baseline: fkl, rkl, fixed:<alpha>, "
+                                                                 "linear:<a>-><b>, cosine, phases:<a>/<b>/..."),
     (["distill", "--preset", "nano", "--policy", "fixed:1.5"], "must lie in [0, 1]"),
     (["compare", "--preset", "nano", "--policies", "fkl,nope.zip"], "nope.zip: no such policy file"),
     (["compare", "--preset", "nano", "--policies", "fkl", "--seeds", "x"], "--seeds 'x'"),

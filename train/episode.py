@@ -43,8 +43,9 @@ def policy_path(spec: str) -> Path:
     if path.is_dir():
         path = path / POLICY_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{spec}: no such policy file (and not a baseline: fkl, rkl, akl, sft, greedy, "
-                                "cosine, random, fixed:<a>, linear:<a>-><b>)")
+        from agents.baselines import BASELINE_NAMES
+
+        raise FileNotFoundError(f"{spec}: no such policy file (and not a baseline: {', '.join(BASELINE_NAMES)})")
     return path
 
 
