@@ -6,6 +6,7 @@ through ``env.weights_to_action``, so it works in each action mode where that is
 - ``mix`` / ``simplex`` with fkl and rkl: ``{"fkl": α, "rkl": 1 - α}`` (other simplex components 0)
 - ``head_tail``: ``fkl_head = fkl_tail = α``, ``rkl_head = rkl_tail = 1 - α``
 - ``binary``: FKL when α >= 0.5, else RKL
+- ``grid``: the α of ``alpha_grid`` nearest to α
 
 Specs understood by :func:`make_baseline`:
 

@@ -182,6 +182,11 @@ def test_baselines_on_the_nano_env() -> None:
         for o, alpha in ((obs, at_start), (later, at_half)):
             weights = env.unwrapped.action_to_weights(policy.predict(o)[0])
             assert weights == approx({"fkl": alpha, "rkl": 1 - alpha}), spec
+    # In the grid mode (α in 0, 0.25, ..., 1) a baseline applies the grid's nearest α.
+    grid = nano_env("grid")
+    for spec, alpha in (("fixed:0.6", 0.5), ("fixed:0.7", 0.75), ("rkl", 0.0)):
+        weights = grid.unwrapped.action_to_weights(make_baseline(spec, grid).predict(grid.reset()[0])[0])
+        assert weights == approx({"fkl": alpha, "rkl": 1 - alpha}), spec
     # the env a harness builds for `akl` by applying the policy's env_overrides
     akl_env = nano_env(AKL_ENV_OVERRIDES["action_mode"], tuple(AKL_ENV_OVERRIDES["simplex_components"]))
     assert akl_env.unwrapped.component_names == ["akl"]
