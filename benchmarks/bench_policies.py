@@ -6,7 +6,7 @@ Runs, with the real `arkd` command and in this order:
 
 1. `arkd prepare` (the preset's teacher, cached);
 2. `arkd train` once per learned agent (`AGENTS`: PPO, SAC, SAC observing lookahead probes, and PPO choosing
-   among five α under three reward settings), side by side; every episode draws its engine seed from
+   among five α under four settings), side by side; every episode draws its engine seed from
    the preset's `env.train_seeds`, which must not hold an evaluation seed;
 3. `arkd compare` of the learned policies and the baselines on the evaluation seeds, in `--workers`
    processes; the final students are scored on held-out examples (`test_*`) as well.
@@ -45,6 +45,10 @@ AGENTS: dict[str, tuple[str, list[str]]] = {
     # γ = 0: each action is credited with its own step's gain over α = 0.5, as greedy's lookahead credits it.
     "ppo-grid-relative-g0": ("ppo", [*GRID_PPO, "env.reward=relative", "env.normalize_reward=true",
                                      "agent.hparams.gamma=0.0"]),
+    # The same with a stronger entropy bonus: the step that matters comes once an episode, and with the default
+    # 0.01 the policy stops trying it before it has learned it.
+    "ppo-grid-relative-g0-ent": ("ppo", [*GRID_PPO, "env.reward=relative", "env.normalize_reward=true",
+                                         "agent.hparams.gamma=0.0", "agent.hparams.ent_coef=0.05"]),
 }
 
 
