@@ -254,7 +254,7 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
 
     def _reference_metric(self, state: dict[str, Any]) -> float:
         alpha = self.config.reference_alpha
-        return self.lookahead({"fkl": alpha, "rkl": 1.0 - alpha}, self.config.updates_per_step, state)
+        return self.lookahead({"fkl": alpha, "rkl": 1.0 - alpha}, state=state)
 
     def _probes(self, current: float) -> dict[str, float]:
         """The lookahead features: pure FKL and pure RKL for probe_updates updates each, both undone."""
