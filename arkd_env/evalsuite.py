@@ -364,18 +364,16 @@ def markdown(results: Sequence[SuiteResult]) -> str:
     return "\n".join(lines) + "\n" + "\n".join(notes) + "\n"
 
 
-def write_generations(result: SuiteResult, folder: Path) -> list[Path]:
-    """Each (set, seed) pass as JSON Lines: the row, the sampled text and its scores."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
+def generations_jsonl(result: SuiteResult) -> dict[str, str]:
+    """Each (set, seed) pass as JSON Lines, keyed by file name: the row, the sampled text and its scores."""
+    files = {}
     for name, set_result in result.sets.items():
         for run in set_result.runs:
-            path = folder / f"{name}_seed{run.seed}.jsonl"
-            with path.open("w", encoding="utf-8") as handle:
-                for i, text in enumerate(run.texts):
-                    line: dict[str, Any] = {"row": set_result.rows[i], "text": text, "rouge_l": run.rouge_l[i]}
-                    if run.bertscore_f1 is not None:
-                        line["bertscore_f1"] = run.bertscore_f1[i]
-                    handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-            written.append(path)
-    return written
+            lines = []
+            for i, text in enumerate(run.texts):
+                line: dict[str, Any] = {"row": set_result.rows[i], "text": text, "rouge_l": run.rouge_l[i]}
+                if run.bertscore_f1 is not None:
+                    line["bertscore_f1"] = run.bertscore_f1[i]
+                lines.append(json.dumps(line, ensure_ascii=False) + "\n")
+            files[f"{name}_seed{run.seed}.jsonl"] = "".join(lines)
+    return files

@@ -100,7 +100,8 @@ def evaluate_suite(cfg: RunConfig, student_dirs: list[Path], out: Path) -> list[
             progress.close()
         result.protocol.update(evalsuite.suite_protocol(suite, template))
         results.append(result)
-        evalsuite.write_generations(result, out.parent / f"{out.stem}_generations" / labels[-1])
+        for file_name, text in evalsuite.generations_jsonl(result).items():
+            atomic_write_text(out.parent / f"{out.stem}_generations" / labels[-1] / file_name, text)
         del model
     write_json(out, {"suite": "paper", "preset": cfg.preset,
                      "students": [{**r.to_json(), "folder": str(d)} for r, d in zip(results, student_dirs,
