@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
-from train.episode import env_overrides
+from train.config import RunConfig
+from train.episode import env_overrides, played_config, replaced_settings
 
 
 def test_a_saved_policy_is_played_with_the_observations_it_was_trained_on(tmp_path: Path) -> None:
@@ -22,3 +24,20 @@ def test_a_saved_policy_is_played_with_the_observations_it_was_trained_on(tmp_pa
     alone.write_bytes(b"")
     assert env_overrides(str(alone)) == {}  # a bare policy file brings no settings
     assert env_overrides("akl")["action_mode"] == "simplex"
+
+
+def test_the_settings_a_saved_policy_replaces_are_named_and_recorded(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "policy.zip").write_bytes(b"")
+    (run / "config.yaml").write_text(yaml.safe_dump({"env": {"action_mode": "grid", "probe_updates": 4}}))
+    cfg = RunConfig()
+    assert cfg.env.action_mode == "mix" and cfg.env.probe_updates == 4
+    # Only the setting that differs is named; the one the comparison already has is not.
+    assert replaced_settings(cfg, str(run)) == (f"{run}: played with the env settings it was trained with: "
+                                               "env.action_mode='grid' (not 'mix')")
+    assert played_config(cfg, str(run)).env.action_mode == "grid"
+    same = replace(cfg, env=replace(cfg.env, action_mode="grid"))
+    assert replaced_settings(same, str(run)) is None
+    assert replaced_settings(cfg, "akl") is None  # a baseline's own settings are part of its definition
+    assert played_config(cfg, "akl").env.action_mode == "simplex"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from train import plots
 from train.config import RunConfig
-from train.episode import EpisodeResult, check_spec, play
+from train.episode import EpisodeResult, check_spec, play, played_config, replaced_settings
 from train.runs import CONFIG_FILE, METRICS_FILE, atomic_write_text, write_json
 
 STUDENT_DIR = "student"
@@ -16,12 +17,14 @@ STUDENT_DIR = "student"
 def distill(cfg: RunConfig, spec: str, seed: int, out_dir: Path) -> EpisodeResult:
     """Run the episode, save the student (Hugging Face folder), metrics.json, config and plots."""
     check_spec(spec)
+    if note := replaced_settings(cfg, spec):
+        print(note, file=sys.stderr)
     result, env = play(cfg, spec, seed)
     try:
         env.unwrapped.distiller.save_student(out_dir / STUDENT_DIR)
     finally:
         env.close()
-    atomic_write_text(out_dir / CONFIG_FILE, cfg.to_yaml())
+    atomic_write_text(out_dir / CONFIG_FILE, played_config(cfg, spec).to_yaml())  # the settings it ran with
     write_json(out_dir / METRICS_FILE, result.summary())
     plots.weight_trajectories({result.policy: result.steps}, out_dir / "plots" / "weights.png")
     plots.validation_curves({result.policy: result.steps}, out_dir / "plots" / "validation.png")

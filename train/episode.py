@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,24 @@ def env_overrides(spec: str) -> dict[str, Any]:
         return {}
     trained = read_yaml(config).get("env") or {}
     return {key: trained[key] for key in POLICY_ENV_FIELDS if key in trained}
+
+
+def played_config(cfg: RunConfig, spec: str) -> RunConfig:
+    """``cfg`` as ``spec`` is played: with the env settings the policy needs (:func:`env_overrides`)."""
+    overrides = env_overrides(spec)
+    return dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, **overrides)) if overrides else cfg
+
+
+def replaced_settings(cfg: RunConfig, spec: str) -> str | None:
+    """One line naming the settings of ``cfg.env`` a saved policy replaces with its own, or None. A policy
+    only understands the observations and actions it was trained on, so these win over ``--set env.…``."""
+    if is_baseline(spec):
+        return None
+    changed = [f"env.{key}={value!r} (not {getattr(cfg.env, key)!r})"
+               for key, value in env_overrides(spec).items() if value != getattr(cfg.env, key)]
+    if not changed:
+        return None
+    return f"{spec}: played with the env settings it was trained with: {', '.join(changed)}"
 
 
 def check_spec(spec: str) -> None:
