@@ -14,7 +14,8 @@ Specs understood by :func:`make_baseline`:
 - ``linear:<a>-><b>``: α = a + (b - a) · progress, the env's "progress" feature (step/horizon)
 - ``cosine``: α = (1 + cos(π · progress)) / 2, from 1 at the start to 0 at the end
 - ``phases:<a1>/<a2>/.../<an>``: the run split by progress into n equal phases, α = a_i in the i-th; with as
-  many values as the env's horizon, one α per env step
+  many values as the env's horizon, one α per env step. ``<a>*<k>`` stands for k phases of α = a, so
+  ``phases:0.25/0.75*11`` is 0.25 for the first of 12 phases and 0.75 for the other 11
 - ``akl``: weight 1 on the ``akl`` component, i.e. the AKL rule applied per token inside the
   loss; needs the env built with :data:`AKL_ENV_OVERRIDES` (see :func:`baseline_env_overrides`)
 - ``sft``: weight 1 on the ``ce`` component, i.e. supervised fine-tuning on the reference responses with
@@ -313,6 +314,16 @@ def _no_options(spec: str, options: Mapping[str, Any]) -> None:
         raise ValueError(f"baseline {spec!r} takes no options, got {', '.join(sorted(options))}")
 
 
+def _parse_phases(spec: str, part: str) -> tuple[float, ...]:
+    """One ``<a>`` or ``<a>*<k>`` of a phases spec: α, k times."""
+    value, star, count = part.partition("*")
+    if not star:
+        return (_parse_unit(spec, value),)
+    if not count.strip().isdigit() or int(count) < 1:
+        raise ValueError(f"baseline {spec!r}: repeat count {count!r} in {part!r} must be a whole number >= 1")
+    return (_parse_unit(spec, value),) * int(count)
+
+
 def make_baseline(spec: str, env: Any, **options: Any) -> BaselinePolicy:
     """The baseline policy named by ``spec`` (see the module doc) acting on ``env``.
 
@@ -339,7 +350,7 @@ def make_baseline(spec: str, env: Any, **options: Any) -> BaselinePolicy:
         return AlphaPolicy(text, env, start=1.0, end=0.0, shape="cosine")
     if text.startswith("phases:"):
         _no_options(spec, options)
-        values = tuple(_parse_unit(spec, part) for part in text.removeprefix("phases:").split("/"))
+        values = tuple(v for part in text.removeprefix("phases:").split("/") for v in _parse_phases(spec, part))
         return AlphaPolicy(text, env, start=values[0], end=values[-1], shape="phases", phases=values)
     if text == "akl":
         _no_options(spec, options)

@@ -81,6 +81,16 @@ def test_phases_split_the_run_into_equal_parts() -> None:
         assert weights_of(env, spec, step / 12) == approx({"fkl": alpha, "rkl": 1 - alpha})
 
 
+def test_phases_repeat_shorthand_spells_out_the_same_schedule() -> None:
+    env = ToyDistillEnv("mix", horizon=12)
+    # 0.25 for the first twelfth, 0.75 for the next ten, 1 for the last.
+    expected = [0.25] + [0.75] * 10 + [1.0]
+    for spec in ("phases:0.25/0.75*10/1", "phases:0.25*1/0.75*10/1"):
+        assert make_baseline(spec, env).phases == tuple(expected)
+        for step, alpha in enumerate(expected):
+            assert weights_of(env, spec, step / 12) == approx({"fkl": alpha, "rkl": 1 - alpha})
+
+
 def test_akl_needs_its_env_and_weights_akl_only() -> None:
     assert baseline_env_overrides("akl") == AKL_ENV_OVERRIDES == {"action_mode": "simplex",
                                                                    "simplex_components": ["akl"]}
@@ -155,6 +165,9 @@ def test_learn_is_a_no_op_returning_the_policy() -> None:
     ("linear:0->2", r"α=2.0 must lie in \[0, 1\]"),
     ("phases:0.2/1.2", r"α=1.2 must lie in \[0, 1\]"),
     ("phases:", "'' is not a number"),
+    ("phases:0.2/0.7*0", r"repeat count '0' in '0.7\*0' must be a whole number >= 1"),
+    ("phases:0.2/0.7*x", r"repeat count 'x' in '0.7\*x'"),
+    ("phases:0.2/*3", "'' is not a number"),
     ("sometimes", "unknown baseline 'sometimes'; known: fkl, rkl"),
 ])
 def test_bad_specs_fail_clearly(spec: str, message: str) -> None:
