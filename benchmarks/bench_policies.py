@@ -6,8 +6,8 @@ Runs, with the real `arkd` command and in this order:
 
 1. `arkd prepare` (the preset's teacher, cached);
 2. `arkd train` once per learned agent (`AGENTS`: PPO, SAC, SAC observing lookahead probes, and PPO choosing
-   among five α under four settings), side by side; every episode draws its engine seed from
-   the preset's `env.train_seeds`, which must not hold an evaluation seed;
+   among five α under four settings) and agent seed (`--agent-seeds`), side by side; every episode draws its
+   engine seed from the preset's `env.train_seeds`, which must not hold an evaluation seed;
 3. `arkd compare` of the learned policies and the baselines on the evaluation seeds, in `--workers`
    processes; the final students are scored on held-out examples (`test_*`) as well.
 
@@ -87,6 +87,9 @@ def main() -> None:
     parser.add_argument("--preset", default="embedded")
     parser.add_argument("--agents", default=",".join(AGENTS), help=f"learned agents, comma-separated: {list(AGENTS)}")
     parser.add_argument("--timesteps", type=int, default=720, help="env steps each agent learns for")
+    parser.add_argument("--agent-seeds", default="0",
+                        help="agent seeds, comma-separated: each agent trains once per seed, into learned-<agent> "
+                             "for seed 0 and learned-<agent>-s<seed> otherwise, to show how reliably it learns")
     parser.add_argument("--seeds", default="100,101,102,103,104", help="evaluation engine seeds")
     parser.add_argument("--baselines", default=",".join(BASELINES))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -103,16 +106,21 @@ def main() -> None:
     arkd = [sys.executable, "-m", "train"]
     work = Path(args.work).resolve() if args.work else REPO / "runs" / "results" / time.strftime("%Y%m%d-%H%M%S")
     log: list[str] = []
-    run([*arkd, "prepare", *common], log)
     agents = args.agents.split(",")
     unknown = [a for a in agents if a not in AGENTS]
     if unknown:
         sys.exit(f"--agents: unknown agent {unknown[0]!r} (known: {', '.join(AGENTS)})")
-    learned = [work / f"learned-{agent}" for agent in agents]
+    seeds = args.agent_seeds.split(",")
+    if not all(seed.strip().isdigit() for seed in seeds):
+        sys.exit(f"--agent-seeds: expected whole numbers separated by commas, got {args.agent_seeds!r}")
+    runs = [(agent, int(seed)) for agent in agents for seed in seeds]
+    run([*arkd, "prepare", *common], log)
+    learned = [work / (f"learned-{agent}" if seed == 0 else f"learned-{agent}-s{seed}") for agent, seed in runs]
     trainings = [[*arkd, "train", *common, "--algo", AGENTS[agent][0], *(f"--set={o}" for o in AGENTS[agent][1]),
-                  "--timesteps", str(args.timesteps), "--seed", "0", "--name", folder.name, "--output-dir", str(work)]
-                 for agent, folder in zip(agents, learned, strict=True) if not (folder / "policy.zip").is_file()]
-    if len(trainings) < len(agents):
+                  "--timesteps", str(args.timesteps), "--seed", str(seed), "--name", folder.name,
+                  "--output-dir", str(work)]
+                 for (agent, seed), folder in zip(runs, learned, strict=True) if not (folder / "policy.zip").is_file()]
+    if len(trainings) < len(learned):
         log.append(f"# already trained in --work, reused as found: "
                    f"{', '.join(f.name for f in learned if (f / 'policy.zip').is_file())}")
     run_side_by_side(trainings, args.workers, log)
