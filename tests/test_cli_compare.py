@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from train.compare import build_table, difference_pairs, direction, merge_results, summarize
+from train.compare import build_table, difference_pairs, direction, merge_results, pool_results, summarize
 
 
 def test_summarize_by_hand() -> None:
@@ -127,3 +127,19 @@ def test_tables_saved_apart_merge_into_the_table_of_one_comparison() -> None:
     with pytest.raises(ValueError, match=r"table 2 ran on seeds \[100, 101, 102, 104\], table 1 on \[100, 101, "
                                          r"102, 103\]"):
         merge_results(saved)
+
+
+def test_comparisons_on_disjoint_seeds_pool_into_one_over_all_seeds() -> None:
+    def runs(*values: float) -> list[dict[str, float]]:
+        return [{"val_fkl": v} for v in values]
+
+    early = {"fkl": runs(2.0, 2.5), "akl": runs(1.9, 2.6), "only-early": runs(3.0, 3.0)}
+    late = {"akl": runs(2.2, 2.0, 2.4), "fkl": runs(2.3, 2.2, 2.4)}
+    seeds, pooled = pool_results([([100, 101], early), ([105, 106, 107], late)])
+    # Seeds in order of the comparisons; a policy missing from one comparison is left out.
+    assert seeds == [100, 101, 105, 106, 107]
+    assert pooled == {"fkl": early["fkl"] + late["fkl"], "akl": early["akl"] + late["akl"]}
+    one = build_table({p: early[p] + late[p] for p in ("fkl", "akl")}, seeds, references=["fkl"])
+    assert build_table(pooled, seeds, references=["fkl"]).markdown() == one.markdown()
+    with pytest.raises(ValueError, match="seed 101 is in two of the pooled comparisons"):
+        pool_results([([100, 101], early), ([101, 102, 103], late)])
