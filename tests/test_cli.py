@@ -96,6 +96,12 @@ def test_distill_evaluate_and_space_mismatch(run_dir: Path, tmp_path: Path, caps
                  "--out", str(tmp_path / "x")])
     assert code == 2
     assert "space mismatch" in one_error_line(capsys.readouterr().err)
+    # From its run folder the same --set is replaced by the policy's own setting, said so, and recorded.
+    code = main(["distill", "--policy", str(run_dir), *TINY, "--set", "env.action_mode=head_tail",
+                 "--out", str(tmp_path / "y")])
+    assert code == 0
+    assert "env.action_mode='mix' (not 'head_tail')" in capsys.readouterr().err
+    assert "action_mode: mix" in (tmp_path / "y" / "config.yaml").read_text()
 
 
 def test_compare_table_equals_metrics_json(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -22,20 +21,15 @@ def make_env(preset: str, engine: EngineConfig, env_config: EnvConfig) -> gym.En
     return gym.make(ENV_ID, preset=preset, engine=engine, env_config=env_config, disable_env_checker=True)
 
 
-def configs_for(cfg: RunConfig, engine_seed: int | None = None,
-                env_overrides: Mapping[str, Any] | None = None) -> tuple[EngineConfig, EnvConfig]:
+def configs_for(cfg: RunConfig, engine_seed: int | None = None) -> tuple[EngineConfig, EnvConfig]:
     """The configs of an env; one given ``engine_seed`` runs on that seed only, never on env.train_seeds."""
-    engine = cfg.engine if engine_seed is None else dataclasses.replace(cfg.engine, seed=engine_seed)
-    changes = dict(env_overrides or {})
-    if engine_seed is not None:
-        changes["train_seeds"] = []
-    env = dataclasses.replace(cfg.env, **changes) if changes else cfg.env
-    return engine, env
+    if engine_seed is None:
+        return cfg.engine, cfg.env
+    return dataclasses.replace(cfg.engine, seed=engine_seed), dataclasses.replace(cfg.env, train_seeds=[])
 
 
-def single_env(cfg: RunConfig, engine_seed: int | None = None,
-               env_overrides: Mapping[str, Any] | None = None) -> gym.Env:
-    engine, env = configs_for(cfg, engine_seed, env_overrides)
+def single_env(cfg: RunConfig, engine_seed: int | None = None) -> gym.Env:
+    engine, env = configs_for(cfg, engine_seed)
     return make_env(cfg.preset, engine, env)
 
 

@@ -142,6 +142,6 @@ def run_episode(policy: Any, env: Any, name: str, seed: int, generate: bool = Tr
 
 def play(cfg: RunConfig, spec: str, seed: int, generate: bool = True) -> tuple[EpisodeResult, Any]:
     """Build the env ``spec`` needs on engine seed ``seed``, play one episode, return result and env."""
-    env = single_env(cfg, engine_seed=seed, env_overrides=env_overrides(spec))
+    env = single_env(played_config(cfg, spec), engine_seed=seed)
     policy = load_policy(spec, env)
     return run_episode(policy, env, label(spec), seed, generate), env
