@@ -6,7 +6,7 @@ Runs, with the real `arkd` command and in this order:
 
 1. `arkd prepare` (the preset's teacher, cached);
 2. `arkd train` once per learned agent (`AGENTS`: PPO, SAC, SAC observing lookahead probes, and PPO choosing
-   among five α under four settings) and agent seed (`--agent-seeds`), side by side; every episode draws its
+   among five or four α under five settings) and agent seed (`--agent-seeds`), side by side; every episode draws its
    engine seed from the preset's `env.train_seeds`, which must not hold an evaluation seed;
 3. `arkd compare` of the learned policies and the baselines on the evaluation seeds, in `--workers`
    processes; the final students are scored on held-out examples (`test_*`) as well.
@@ -49,6 +49,11 @@ AGENTS: dict[str, tuple[str, list[str]]] = {
     # 0.01 the policy stops trying it before it has learned it.
     "ppo-grid-relative-g0-ent": ("ppo", [*GRID_PPO, "env.reward=relative", "env.normalize_reward=true",
                                          "agent.hparams.gamma=0.0", "agent.hparams.ent_coef=0.05"]),
+    # The same without α = 0.5 among the choices: the reference is then no action, so no action is rewarded a
+    # certain 0 for the policy to settle on (agent seed 2 of the five-α agent did).
+    "ppo-grid4-relative-g0-ent": ("ppo", [*GRID_PPO, "env.alpha_grid=[0.0,0.25,0.75,1.0]", "env.reward=relative",
+                                          "env.normalize_reward=true", "agent.hparams.gamma=0.0",
+                                          "agent.hparams.ent_coef=0.05"]),
 }
 
 
