@@ -3,10 +3,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import yaml
 
 from train.config import RunConfig
-from train.episode import env_overrides, played_config, replaced_settings
+from train.episode import check_played, env_overrides, played_config, replaced_settings
 
 
 def test_a_saved_policy_is_played_with_the_observations_it_was_trained_on(tmp_path: Path) -> None:
@@ -41,3 +42,19 @@ def test_the_settings_a_saved_policy_replaces_are_named_and_recorded(tmp_path: P
     assert replaced_settings(same, str(run)) is None
     assert replaced_settings(cfg, "akl") is None  # a baseline's own settings are part of its definition
     assert played_config(cfg, "akl").env.action_mode == "simplex"
+
+
+def test_check_played_fails_on_a_bad_spec_and_names_replaced_settings_on_stderr(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "policy.zip").write_bytes(b"")
+    (run / "config.yaml").write_text(yaml.safe_dump({"env": {"action_mode": "grid"}}))
+    check_played(RunConfig(), str(run))
+    assert capsys.readouterr().err == replaced_settings(RunConfig(), str(run)) + "\n"
+    check_played(RunConfig(), "fixed:0.5")
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ValueError, match="fixed:2"):
+        check_played(RunConfig(), "fixed:2")
+    with pytest.raises(FileNotFoundError, match="missing: no such policy file"):
+        check_played(RunConfig(), str(tmp_path / "missing"))

@@ -19,7 +19,6 @@ import io
 import math
 import multiprocessing
 import os
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import Any
 from arkd_env import stats
 from train import plots
 from train.config import RunConfig
-from train.episode import EpisodeResult, check_spec, label, play, replaced_settings
+from train.episode import EpisodeResult, check_played, label, play
 from train.progress import track
 from train.runs import sanitize, write_json
 
@@ -302,9 +301,7 @@ def run_compare(cfg: RunConfig, specs: Sequence[str], seeds: Sequence[int], out_
     """Play every spec on every seed; ``names`` replaces the specs' labels in tables and plots; ``references``
     (table names) defaults to the labels of ``run.reference_policies``."""
     for spec in specs:
-        check_spec(spec)
-        if note := replaced_settings(cfg, spec):
-            print(note, file=sys.stderr)
+        check_played(cfg, spec)
     labels = list(names) if names is not None else unique_labels(specs)
     jobs = [(spec, name, seed) for spec, name in zip(specs, labels, strict=True) for seed in seeds]
     done: dict[tuple[str, int], EpisodeResult] = {}

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from train import plots
 from train.config import RunConfig
-from train.episode import EpisodeResult, check_spec, play, played_config, replaced_settings
+from train.episode import EpisodeResult, check_played, play, played_config
 from train.runs import CONFIG_FILE, METRICS_FILE, atomic_write_text, write_json
 
 STUDENT_DIR = "student"
@@ -16,9 +15,7 @@ STUDENT_DIR = "student"
 
 def distill(cfg: RunConfig, spec: str, seed: int, out_dir: Path) -> EpisodeResult:
     """Run the episode, save the student (Hugging Face folder), metrics.json, config and plots."""
-    check_spec(spec)
-    if note := replaced_settings(cfg, spec):
-        print(note, file=sys.stderr)
+    check_played(cfg, spec)
     result, env = play(cfg, spec, seed)
     try:
         env.unwrapped.distiller.save_student(out_dir / STUDENT_DIR)

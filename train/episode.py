@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,13 @@ def check_spec(spec: str) -> None:
         make_baseline(spec, None)  # parses fixed:/linear: values
     else:
         policy_path(spec)
+
+
+def check_played(cfg: RunConfig, spec: str) -> None:
+    """Fail before any work on a bad ``spec``; name on stderr the ``--set env.…`` values it replaces."""
+    check_spec(spec)
+    if note := replaced_settings(cfg, spec):
+        print(note, file=sys.stderr)
 
 
 def load_policy(spec: str, env: Any) -> Any:
