@@ -6,8 +6,9 @@ Runs, with the real `arkd` command and in this order:
 
 1. `arkd prepare` (the preset's teacher, cached);
 2. `arkd train` once per learned agent (`AGENTS`: PPO, SAC, SAC observing lookahead probes, and PPO choosing
-   among five or four α under five settings) and agent seed (`--agent-seeds`), side by side; every episode draws its
-   engine seed from the preset's `env.train_seeds`, which must not hold an evaluation seed;
+   among five or four α under five settings) and agent seed (`--agent-seeds`, or an agent's own after an `@`:
+   `ppo-grid-relative-g0-ent@0/1/2`), side by side; every episode draws its engine seed from the preset's
+   `env.train_seeds`, which must not hold an evaluation seed;
 3. `arkd compare` of the learned policies and the baselines on the evaluation seeds, in `--workers`
    processes; the final students are scored on held-out examples (`test_*`) as well.
 
@@ -26,6 +27,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from train.runs import atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINES = ("fkl", "rkl", "fixed:0.5", "akl", "greedy")
@@ -55,6 +58,26 @@ AGENTS: dict[str, tuple[str, list[str]]] = {
                                           "env.normalize_reward=true", "agent.hparams.gamma=0.0",
                                           "agent.hparams.ent_coef=0.05"]),
 }
+
+
+def _seed_list(text: str, where: str, separator: str) -> list[int]:
+    seeds = text.split(separator)
+    if not all(seed.strip().isdigit() for seed in seeds):
+        raise ValueError(f"{where}: expected whole numbers separated by {separator!r}, got {text!r}")
+    return [int(seed) for seed in seeds]
+
+
+def agent_runs(agents: str, agent_seeds: str) -> list[tuple[str, int]]:
+    """(agent, agent seed) pairs to train: every agent of ``agents`` (comma-separated) once per seed of
+    ``agent_seeds``, or per the seeds after its ``@`` (``ppo-grid-relative-g0-ent@0/1/2``)."""
+    default = _seed_list(agent_seeds, "--agent-seeds", ",")
+    runs = []
+    for entry in agents.split(","):
+        agent, _, own = entry.strip().partition("@")
+        if agent not in AGENTS:
+            raise ValueError(f"--agents: unknown agent {agent!r} (known: {', '.join(AGENTS)})")
+        runs += [(agent, seed) for seed in (_seed_list(own, f"--agents {entry}", "/") if own else default)]
+    return runs
 
 
 def run(command: list[str], log: list[str]) -> str:
@@ -90,7 +113,9 @@ def run_side_by_side(commands: list[list[str]], workers: int, log: list[str]) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="embedded")
-    parser.add_argument("--agents", default=",".join(AGENTS), help=f"learned agents, comma-separated: {list(AGENTS)}")
+    parser.add_argument("--agents", default=",".join(AGENTS),
+                        help=f"learned agents, comma-separated, each optionally with its own agent seeds after @ "
+                             f"(ppo,sac@0/1): {list(AGENTS)}")
     parser.add_argument("--timesteps", type=int, default=720, help="env steps each agent learns for")
     parser.add_argument("--agent-seeds", default="0",
                         help="agent seeds, comma-separated: each agent trains once per seed, into learned-<agent> "
@@ -111,14 +136,10 @@ def main() -> None:
     arkd = [sys.executable, "-m", "train"]
     work = Path(args.work).resolve() if args.work else REPO / "runs" / "results" / time.strftime("%Y%m%d-%H%M%S")
     log: list[str] = []
-    agents = args.agents.split(",")
-    unknown = [a for a in agents if a not in AGENTS]
-    if unknown:
-        sys.exit(f"--agents: unknown agent {unknown[0]!r} (known: {', '.join(AGENTS)})")
-    seeds = args.agent_seeds.split(",")
-    if not all(seed.strip().isdigit() for seed in seeds):
-        sys.exit(f"--agent-seeds: expected whole numbers separated by commas, got {args.agent_seeds!r}")
-    runs = [(agent, int(seed)) for agent in agents for seed in seeds]
+    try:
+        runs = agent_runs(args.agents, args.agent_seeds)
+    except ValueError as error:
+        sys.exit(str(error))
     run([*arkd, "prepare", *common], log)
     learned = [work / (f"learned-{agent}" if seed == 0 else f"learned-{agent}-s{seed}") for agent, seed in runs]
     trainings = [[*arkd, "train", *common, "--algo", AGENTS[agent][0], *(f"--set={o}" for o in AGENTS[agent][1]),
@@ -141,16 +162,20 @@ def main() -> None:
 
     report = REPO / args.report
     report.parent.mkdir(parents=True, exist_ok=True)
+    copied = []  # only this run's plots: the folder also holds the hand-written rounds' figures
     for png in sorted((out / "plots").glob("*.png")):
+        copied.append(png.name)
         shutil.copyfile(png, report.parent / png.name)
     for folder in learned:
         curve = folder / "plots" / "learning_curve.png"
         if curve.is_file():
-            shutil.copyfile(curve, report.parent / f"learning_curve_{folder.name.removeprefix('learned-')}.png")
+            copied.append(f"learning_curve_{folder.name.removeprefix('learned-')}.png")
+            shutil.copyfile(curve, report.parent / copied[-1])
     table = (out / "table.md").read_text()
     commands = "\n".join(log)
-    plots = "\n".join(f"![{p.stem}]({p.name})" for p in sorted(report.parent.glob("*.png")))
-    report.write_text(
+    plots = "\n".join(f"![{Path(name).stem}]({name})" for name in copied)
+    atomic_write_text(
+        report,
         f"# Generated by benchmarks/bench_policies.py on {time.strftime('%Y-%m-%d %H:%M')}\n\n"
         f"## Commands (wall time each)\n\n```\n{commands}\n```\n\n"
         f"## Comparison on engine seeds {args.seeds}\n\n{table}\n\n## Plots (first evaluation seed)\n\n{plots}\n\n"

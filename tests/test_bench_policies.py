@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+
+def _bench() -> ModuleType:
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_policies.py"
+    spec = importlib.util.spec_from_file_location("bench_policies", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_agent_trains_once_per_seed_its_own_seeds_winning_over_the_default() -> None:
+    runs = _bench().agent_runs("ppo,ppo-grid4-relative-g0-ent@0/2, sac", "0,1")
+    assert runs == [("ppo", 0), ("ppo", 1), ("ppo-grid4-relative-g0-ent", 0), ("ppo-grid4-relative-g0-ent", 2),
+                    ("sac", 0), ("sac", 1)]
+
+
+@pytest.mark.parametrize(("agents", "seeds", "message"), [
+    ("ppo,dqn", "0", "--agents: unknown agent 'dqn'"),
+    ("ppo@1/x", "0", "--agents ppo@1/x: expected whole numbers separated by '/', got '1/x'"),
+    ("ppo", "0,,1", "--agent-seeds: expected whole numbers separated by ',', got '0,,1'"),
+])
+def test_bad_agent_lists_fail_with_one_line_naming_the_value(agents: str, seeds: str, message: str) -> None:
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        _bench().agent_runs(agents, seeds)
