@@ -23,38 +23,61 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def line_styles(names: Sequence[str]) -> dict[str, dict[str, str]]:
+    """A colour and dash pattern per policy, distinct for up to 40 policies.
+
+    The colour cycle has 10 colours; a comparison of the whole bench has about 20 policies, so colours alone
+    would give two policies the same line.
+    """
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    dashes = ["-", "--", ":", "-."]
+    return {name: {"color": cycle[i % len(cycle)], "linestyle": dashes[(i // len(cycle)) % len(dashes)]}
+            for i, name in enumerate(names)}
+
+
+def _legend_right(fig: Any, axes: Sequence[Any]) -> None:
+    """One legend for the figure, beside the panels, so that it never hides a line."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), fontsize=7, loc="center left", handlelength=3,
+                   bbox_to_anchor=(1.0, 0.5), frameon=False)
+
+
 def weight_trajectories(trajectories: Trajectories, path: Path) -> Path:
     """One panel per component: the weight each policy applied at each env step."""
     components = sorted({c for steps in trajectories.values() for s in steps[1:] for c in s.get("weights", {})})
     components = components or ["fkl"]
-    fig, axes = plt.subplots(len(components), 1, figsize=(7, 2.4 * len(components)), squeeze=False)
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    colours = {name: cycle[i % len(cycle)] for i, name in enumerate(trajectories)}  # same policy, same colour
+    fig, axes = plt.subplots(len(components), 1, figsize=(7, 2.4 * len(components)), squeeze=False,
+                             layout="constrained")
+    styles = line_styles(list(trajectories))  # same policy, same line in every panel
     for ax, comp in zip(axes[:, 0], components, strict=True):
         for name, steps in trajectories.items():
             xs = [s["step"] for s in steps[1:] if comp in s.get("weights", {})]
             ys = [s["weights"][comp] for s in steps[1:] if comp in s.get("weights", {})]
             if xs:
-                ax.step(xs, ys, where="post", marker="o", markersize=3, label=name, color=colours[name])
+                ax.step(xs, ys, where="post", marker="o", markersize=3, label=name, **styles[name])
         ax.set_ylabel(f"weight {comp}")
         ax.set_ylim(-0.05, 1.05)
-        if ax.get_lines():
-            ax.legend(fontsize=7, loc="best")
     axes[-1, 0].set_xlabel("env step")
     axes[0, 0].set_title("Weights applied per env step")
+    _legend_right(fig, axes[:, 0])
     return _save(fig, path)
 
 
 def validation_curves(trajectories: Trajectories, path: Path, metric: str = "val_divergence") -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    styles = line_styles(list(trajectories))
     for name, steps in trajectories.items():
         points = [(s["step"], s["val"][metric]) for s in steps if metric in s.get("val", {})]
         if points:
-            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=name)
+            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=name, **styles[name])
     ax.set_xlabel("env step")
     ax.set_ylabel(metric)
     ax.set_title(f"Validation {metric} during distillation")
-    ax.legend(fontsize=7)
+    _legend_right(fig, [ax])
     return _save(fig, path)
 
 
