@@ -23,7 +23,7 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def line_styles(names: Sequence[str]) -> dict[str, dict[str, str]]:
+def line_styles(names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """A colour and dash pattern per policy, distinct for up to 40 policies.
 
     The colour cycle has 10 colours; a comparison of the whole bench has about 20 policies, so colours alone
@@ -63,7 +63,7 @@ def weight_trajectories(trajectories: Trajectories, path: Path) -> Path:
         ax.set_ylim(-0.05, 1.05)
     axes[-1, 0].set_xlabel("env step")
     axes[0, 0].set_title("Weights applied per env step")
-    _legend_right(fig, axes[:, 0])
+    _legend_right(fig, list(axes[:, 0]))
     return _save(fig, path)
 
 
