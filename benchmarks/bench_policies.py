@@ -6,9 +6,9 @@ Runs, with the real `arkd` command and in this order:
 
 1. `arkd prepare` (the preset's teacher, cached);
 2. `arkd train` once per learned agent (`AGENTS`: PPO, SAC, SAC observing lookahead probes, and PPO choosing
-   among five or four α under five settings) and agent seed (`--agent-seeds`, or an agent's own after an `@`:
-   `ppo-grid-relative-g0-ent@0/1/2`), side by side; every episode draws its engine seed from the preset's
-   `env.train_seeds`, which must not hold an evaluation seed;
+   among five or four α under six settings, the last observing full-step probes) and agent seed
+   (`--agent-seeds`, or an agent's own after an `@`: `ppo-grid-relative-g0-ent@0/1/2`), side by side; every
+   episode draws its engine seed from the preset's `env.train_seeds`, which must not hold an evaluation seed;
 3. `arkd compare` of the learned policies and the baselines on the evaluation seeds, in `--workers`
    processes; the final students are scored on held-out examples (`test_*`) as well.
 
@@ -57,6 +57,13 @@ AGENTS: dict[str, tuple[str, list[str]]] = {
     "ppo-grid4-relative-g0-ent": ("ppo", [*GRID_PPO, "env.alpha_grid=[0.0,0.25,0.75,1.0]", "env.reward=relative",
                                           "env.normalize_reward=true", "agent.hparams.gamma=0.0",
                                           "agent.hparams.ent_coef=0.05"]),
+    # The four-α agent that also observes which of pure FKL and pure RKL would gain more over the whole coming
+    # step (probes of a full step's updates on its batches, undone): the per-seed information greedy acts on,
+    # at 3× the updates of a plain run where greedy takes 6×. 16 is a full step of the embedded preset.
+    "ppo-grid4-probe-relative-g0-ent": ("ppo", [*GRID_PPO, "env.alpha_grid=[0.0,0.25,0.75,1.0]",
+                                                f"env.features={PROBE_OBSERVATION}", "env.probe_updates=16",
+                                                "env.reward=relative", "env.normalize_reward=true",
+                                                "agent.hparams.gamma=0.0", "agent.hparams.ent_coef=0.05"]),
 }
 
 

@@ -31,3 +31,20 @@ def test_each_agent_trains_once_per_seed_its_own_seeds_winning_over_the_default(
 def test_bad_agent_lists_fail_with_one_line_naming_the_value(agents: str, seeds: str, message: str) -> None:
     with pytest.raises(ValueError, match="^" + re.escape(message)):
         _bench().agent_runs(agents, seeds)
+
+
+
+@pytest.mark.parametrize("agent", list(_bench().AGENTS))
+def test_every_agent_override_is_a_valid_setting_of_the_embedded_preset(agent: str) -> None:
+    from train.config import load_run_config
+
+    cfg = load_run_config("embedded", overrides=_bench().AGENTS[agent][1])  # a bad key or value raises
+    assert cfg.preset == "embedded"
+
+
+def test_the_probe_agent_foresees_exactly_the_step_its_action_runs() -> None:
+    from train.config import load_run_config
+
+    cfg = load_run_config("embedded", overrides=_bench().AGENTS["ppo-grid4-probe-relative-g0-ent"][1])
+    assert cfg.env.features is not None and {"probe_gap", "probe_gain"} <= set(cfg.env.features)
+    assert cfg.env.probe_updates == cfg.env.updates_per_step
