@@ -58,3 +58,22 @@ def test_check_played_fails_on_a_bad_spec_and_names_replaced_settings_on_stderr(
         check_played(RunConfig(), "fixed:2")
     with pytest.raises(FileNotFoundError, match="missing: no such policy file"):
         check_played(RunConfig(), str(tmp_path / "missing"))
+
+
+def test_each_step_records_the_observation_its_weights_were_chosen_from() -> None:
+    from train.config import load_run_config
+    from train.episode import play
+
+    cfg = load_run_config("nano", overrides=["env.horizon=3", "env.updates_per_step=1", "engine.eval_size=8",
+                                             "engine.rouge_size=2"])
+    result, env = play(cfg, "linear:1->0", seed=5, generate=False)
+    names = env.unwrapped.feature_names
+    env.close()
+    acting = result.steps[1:]
+    assert len(acting) == 3 and "observed" not in result.steps[0]
+    for k, step in enumerate(acting):
+        assert list(step["observed"]) == names
+        # Chosen before the step ran: progress and the last weights are those of the step before.
+        assert step["observed"]["progress"] == pytest.approx(k / 3)
+        assert step["observed"]["w_fkl"] == pytest.approx(result.steps[k]["weights"]["fkl"])
+    assert acting[1]["observed"]["w_fkl"] != acting[2]["observed"]["w_fkl"]  # linear 1->0 moves the weight

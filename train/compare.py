@@ -2,7 +2,8 @@
 
 The engine seed sets the student's initialisation and the data order, so policy A and policy B on seed s
 start from the same student and see the same batches; only the weighting differs. Results per run are
-written to ``runs/<policy>/seed_<s>.json``; ``table.json`` / ``table.md`` / ``table.csv`` aggregate them.
+written to ``runs/<policy>/seed_<s>.json`` (per step: weights, reward, validation metrics and the observation
+the weights were chosen from); ``table.json`` / ``table.md`` / ``table.csv`` aggregate them.
 
 Because runs are paired by seed, each policy is also compared with reference policies (``run.reference_policies``
 present in the table, else the first policy) on every ranked metric: the mean over seeds of the paired

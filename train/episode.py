@@ -126,8 +126,12 @@ def load_policy(spec: str, env: Any) -> Any:
 
 def run_episode(policy: Any, env: Any, name: str, seed: int, generate: bool = True) -> EpisodeResult:
     """Play one episode with deterministic actions; evaluate the final student (with generations), also on the
-    held-out ``test_*`` examples no reward or probe saw."""
+    held-out ``test_*`` examples no reward or probe saw.
+
+    Each acting step's record keeps, under ``observed``, the observation its weights were chosen from, by
+    feature name: what a learned policy reacted to can then be read off a comparison's seed files."""
     start = time.perf_counter()
+    names = env.unwrapped.feature_names
     obs, info = env.reset(seed=seed)
     steps: list[dict[str, Any]] = [{"step": 0, "weights": info.get("weights", {}), "reward": 0.0,
                                     "val": info.get("val", {})}]
@@ -137,11 +141,12 @@ def run_episode(policy: Any, env: Any, name: str, seed: int, generate: bool = Tr
     while not done:
         action, state = policy.predict(obs, state=state, episode_start=episode_start, deterministic=True)
         episode_start = np.zeros((1,), dtype=bool)
+        observed = dict(zip(names, np.asarray(obs, dtype=float).ravel().tolist(), strict=True))
         obs, reward, terminated, truncated, info = env.step(action)
         total += float(reward)
         done = bool(terminated or truncated)
         steps.append({"step": int(info.get("step", len(steps))), "weights": info.get("weights", {}),
-                      "reward": float(reward), "val": info.get("val", {})})
+                      "reward": float(reward), "val": info.get("val", {}), "observed": observed})
     distiller = env.unwrapped.distiller
     metrics = {k: float(v) for k, v in distiller.evaluate(generate=generate, held_out=True).items()}
     return EpisodeResult(policy=name, seed=seed, episode_return=total, steps=steps, metrics=metrics,
