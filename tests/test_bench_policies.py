@@ -33,7 +33,6 @@ def test_bad_agent_lists_fail_with_one_line_naming_the_value(agents: str, seeds:
         _bench().agent_runs(agents, seeds)
 
 
-
 @pytest.mark.parametrize("agent", list(_bench().AGENTS))
 def test_every_agent_override_is_a_valid_setting_of_the_embedded_preset(agent: str) -> None:
     from train.config import load_run_config
