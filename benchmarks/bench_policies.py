@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from train.config import load_run_config
 from train.runs import atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,13 +59,24 @@ AGENTS: dict[str, tuple[str, list[str]]] = {
                                           "env.normalize_reward=true", "agent.hparams.gamma=0.0",
                                           "agent.hparams.ent_coef=0.05"]),
     # The four-α agent that also observes which of pure FKL and pure RKL would gain more over the whole coming
-    # step (probes of a full step's updates on its batches, undone): the per-seed information greedy acts on,
-    # at 3× the updates of a plain run where greedy takes 6×. 16 is a full step of the embedded preset.
+    # step (probes of a full step's updates on its batches, undone; FULL_STEP_PROBES): the per-seed information
+    # greedy acts on, at 3× the updates of a plain run where greedy takes 6×.
     "ppo-grid4-probe-relative-g0-ent": ("ppo", [*GRID_PPO, "env.alpha_grid=[0.0,0.25,0.75,1.0]",
-                                                f"env.features={PROBE_OBSERVATION}", "env.probe_updates=16",
-                                                "env.reward=relative", "env.normalize_reward=true",
-                                                "agent.hparams.gamma=0.0", "agent.hparams.ent_coef=0.05"]),
+                                                f"env.features={PROBE_OBSERVATION}", "env.reward=relative",
+                                                "env.normalize_reward=true", "agent.hparams.gamma=0.0",
+                                                "agent.hparams.ent_coef=0.05"]),
 }
+# Agents whose probes span one whole env step of the preset they run on (env.probe_updates = updates_per_step).
+FULL_STEP_PROBES = {"ppo-grid4-probe-relative-g0-ent"}
+
+
+def agent_overrides(agent: str, preset: str, common: list[str]) -> list[str]:
+    """The config overrides of ``agent``'s `arkd train` on ``preset`` (after the ``common`` overrides)."""
+    own = AGENTS[agent][1]
+    if agent not in FULL_STEP_PROBES:
+        return own
+    step = load_run_config(preset, overrides=[*common, *own]).env.updates_per_step
+    return [*own, f"env.probe_updates={step}"]
 
 
 def _seed_list(text: str, where: str, separator: str) -> list[int]:
@@ -149,7 +161,8 @@ def main() -> None:
         sys.exit(str(error))
     run([*arkd, "prepare", *common], log)
     learned = [work / (f"learned-{agent}" if seed == 0 else f"learned-{agent}-s{seed}") for agent, seed in runs]
-    trainings = [[*arkd, "train", *common, "--algo", AGENTS[agent][0], *(f"--set={o}" for o in AGENTS[agent][1]),
+    trainings = [[*arkd, "train", *common, "--algo", AGENTS[agent][0],
+                  *(f"--set={o}" for o in agent_overrides(agent, args.preset, args.overrides)),
                   "--timesteps", str(args.timesteps), "--seed", str(seed), "--name", folder.name,
                   "--output-dir", str(work)]
                  for (agent, seed), folder in zip(runs, learned, strict=True) if not (folder / "policy.zip").is_file()]

@@ -37,13 +37,20 @@ def test_bad_agent_lists_fail_with_one_line_naming_the_value(agents: str, seeds:
 def test_every_agent_override_is_a_valid_setting_of_the_embedded_preset(agent: str) -> None:
     from train.config import load_run_config
 
-    cfg = load_run_config("embedded", overrides=_bench().AGENTS[agent][1])  # a bad key or value raises
+    overrides = _bench().agent_overrides(agent, "embedded", [])
+    cfg = load_run_config("embedded", overrides=overrides)  # a bad key or value raises
     assert cfg.preset == "embedded"
 
 
-def test_the_probe_agent_foresees_exactly_the_step_its_action_runs() -> None:
+@pytest.mark.parametrize(("preset", "common"), [("embedded", []), ("nano", []),
+                                                ("embedded", ["env.updates_per_step=5"])])
+def test_the_probe_agent_foresees_exactly_the_step_its_action_runs(preset: str, common: list[str]) -> None:
     from train.config import load_run_config
 
-    cfg = load_run_config("embedded", overrides=_bench().AGENTS["ppo-grid4-probe-relative-g0-ent"][1])
+    bench = _bench()
+    overrides = bench.agent_overrides("ppo-grid4-probe-relative-g0-ent", preset, common)
+    cfg = load_run_config(preset, overrides=[*common, *overrides])
     assert cfg.env.features is not None and {"probe_gap", "probe_gain"} <= set(cfg.env.features)
     assert cfg.env.probe_updates == cfg.env.updates_per_step
+    assert bench.agent_overrides("ppo-grid4-relative-g0-ent", preset, common) == \
+        bench.AGENTS["ppo-grid4-relative-g0-ent"][1]
