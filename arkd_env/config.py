@@ -252,7 +252,7 @@ SUITE_SETS = ("dolly", "self_inst", "vicuna", "sinst", "uinst")
 
 @dataclass
 class SuiteConfig:
-    """The paper-protocol evaluation suite run by ``arkd evaluate --suite paper`` (see arkd_env.evalsuite)."""
+    """The paper-protocol evaluation suite run by ``arkd evaluate --suite paper`` (see arkd_env.eval.suite)."""
 
     dir: str | None = help_field(
         "Folder holding the five sets in MiniLLM's layout: dolly/valid.jsonl, self-inst/valid.jsonl, "

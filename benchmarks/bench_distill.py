@@ -25,7 +25,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from arkd_env.config import load_preset
-from arkd_env.distiller import Distiller
+from arkd_env.engine import Distiller
 
 SECTIONS = ("teacher_forward", "student_forward", "loss", "backward", "optimizer_step", "features")
 MIX = {"fkl": 0.5, "rkl": 0.5}

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from arkd_env import models
+from arkd_env.assets import models
+from arkd_env.assets.build import prepare
 from arkd_env.config import load_preset
-from arkd_env.distiller import Distiller
-from arkd_env.prepare import prepare
+from arkd_env.engine import Distiller
 
 
 def main() -> None:

@@ -7,9 +7,8 @@ from typing import Any
 import pytest
 import torch
 
-from arkd_env import data
-from arkd_env.config import DataConfig
-from arkd_env.data import (
+from arkd_env.assets import data
+from arkd_env.assets.data import (
     PROMPT_TEMPLATE,
     TokenizedExample,
     build_datasets,
@@ -20,7 +19,8 @@ from arkd_env.data import (
     split_train_val,
     tokenize_records,
 )
-from arkd_env.tokenizer import build_synthetic_tokenizer, suite_tokenizer
+from arkd_env.assets.tokenizer import build_synthetic_tokenizer, suite_tokenizer
+from arkd_env.config import DataConfig
 
 ROWS = [
     {"instruction": "Say hi.", "context": "", "response": "hi"},

@@ -8,9 +8,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from arkd_env import losses
+from arkd_env.assets.data import collate
 from arkd_env.config import ConfigError, EngineConfig, load_preset
-from arkd_env.data import collate
-from arkd_env.distiller import Distiller
+from arkd_env.engine import Distiller
 
 MIX = {"fkl": 0.5, "rkl": 0.5}
 

@@ -1,4 +1,4 @@
-"""arkd_env/evalsuite.py and `arkd evaluate --suite paper`: the five sets in their formats, the loading rules,
+"""arkd_env/eval/suite.py and `arkd evaluate --suite paper`: the five sets in their formats, the loading rules,
 seeded sampling, and scores that equal a direct rouge-score computation on the written texts."""
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import torch
 from rouge_score import rouge_scorer
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from arkd_env.assets.data import format_prompt
+from arkd_env.assets.tokenizer import build_synthetic_tokenizer
 from arkd_env.config import SUITE_SETS, ConfigError, SuiteConfig
-from arkd_env.data import format_prompt
-from arkd_env.evalsuite import (
+from arkd_env.eval.suite import (
     SET_FILES,
     SuiteExample,
     load_set,
@@ -26,7 +27,6 @@ from arkd_env.evalsuite import (
     run_suite,
     sample_texts,
 )
-from arkd_env.tokenizer import build_synthetic_tokenizer
 from tests._cli_helpers import one_error_line
 from train.cli import main
 

@@ -1,4 +1,4 @@
-"""arkd_env/metrics.py: ROUGE-L equals the rouge-score package on hand-made pairs; BERTScore is optional."""
+"""arkd_env/eval/metrics.py: ROUGE-L equals the rouge-score package on hand-made pairs; BERTScore is optional."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from rouge_score import rouge_scorer
 
-from arkd_env import metrics
-from arkd_env.metrics import MetricUnavailable, bertscore_f1, load_bertscore, rouge_l, rouge_l_scores
+from arkd_env.eval import metrics
+from arkd_env.eval.metrics import MetricUnavailable, bertscore_f1, load_bertscore, rouge_l, rouge_l_scores
 
 PAIRS = [
     ("The cat sat on the mat.", "the cat is on the mat"),

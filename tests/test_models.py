@@ -1,4 +1,4 @@
-"""Tests of arkd_env.models on tiny random models (hidden 32, 2-3 layers, vocab 97); one slow SmolLM2 test."""
+"""Tests of arkd_env.assets.models on tiny random models (hidden 32, 2-3 layers, vocab 97); one slow SmolLM2 test."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from arkd_env import models as M
+from arkd_env.assets import models as M
 from arkd_env.config import ConfigError, ModelConfig
 
 VOCAB = 97

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from arkd_env.assets.build import prepare
+from arkd_env.assets.tokenizer import build_synthetic_tokenizer
 from arkd_env.config import load_preset
-from arkd_env.distiller import Distiller
-from arkd_env.prepare import prepare
-from arkd_env.tokenizer import build_synthetic_tokenizer
+from arkd_env.engine import Distiller
 
 ROWS = [{"instruction": f"Say the word number {i}.", "context": "" if i % 2 else f"The word is w{i}.",
          "response": f"w{i} is the word.", "category": "open_qa"} for i in range(48)]
@@ -80,9 +80,9 @@ def test_smollm2_preset_distils_offline() -> None:
 
 
 def test_synthetic_teacher_trains_on_fresh_examples_without_validation_prompts() -> None:
-    from arkd_env.data import build_datasets
-    from arkd_env.prepare import _build_tokenizer, teacher_training_set
-    from arkd_env.synthetic import DETERMINISTIC, TASKS
+    from arkd_env.assets.build import _build_tokenizer, teacher_training_set
+    from arkd_env.assets.data import build_datasets
+    from arkd_env.assets.synthetic import DETERMINISTIC, TASKS
 
     cfg = load_preset("nano").engine
     tokenizer = _build_tokenizer(cfg)

@@ -1,4 +1,4 @@
-"""arkd_env/stats.py: mean, sample std and percentile bootstrap intervals on inputs whose answers are known."""
+"""arkd_env/eval/stats.py: mean, sample std and percentile bootstrap intervals on inputs whose answers are known."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from arkd_env.stats import bootstrap_ci, mean, paired_difference_ci, sample_std
+from arkd_env.eval.stats import bootstrap_ci, mean, paired_difference_ci, sample_std
 
 
 def test_mean_and_sample_std_by_hand() -> None:

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from arkd_env.synthetic import (
+from arkd_env.assets.synthetic import (
     DETERMINISTIC,
     OPEN,
     TASKS,

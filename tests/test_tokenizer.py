@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from arkd_env.data import format_prompt
-from arkd_env.synthetic import generate_suite
-from arkd_env.tokenizer import build_synthetic_tokenizer, suite_tokenizer
+from arkd_env.assets.data import format_prompt
+from arkd_env.assets.synthetic import generate_suite
+from arkd_env.assets.tokenizer import build_synthetic_tokenizer, suite_tokenizer
 
 
 def test_special_tokens_and_frequency_order() -> None:

@@ -185,7 +185,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.dry_run:
         return _dry_run(cfg)
-    from arkd_env.prepare import prepare
+    from arkd_env.assets.build import prepare
 
     say(f"preparing preset {cfg.preset!r} (cached under $ARKD_CACHE_DIR or ~/.cache/arkd) ...")
     start = time.perf_counter()
@@ -322,7 +322,7 @@ def _evaluate_suite(args: argparse.Namespace) -> int:
     say(f"evaluating {len(students)} student(s) on {', '.join(cfg.eval_suite.sets)} with generation seeds "
         f"{cfg.eval_suite.seeds} ...")
     results = evaluate_suite(cfg, students, out)
-    from arkd_env.evalsuite import markdown
+    from arkd_env.eval.suite import markdown
 
     print(markdown(results))
     say(f"scores: {out}    table: {out.with_suffix('.md')}    texts: {out.parent / (out.stem + '_generations')}")
@@ -354,7 +354,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from arkd_env.prepare import prepare
+    from arkd_env.assets.build import prepare
     from train import compare, plots, runs, trainer
 
     cfg = _config(args, agent={"algo": "ppo"}, run={"timesteps": args.timesteps})

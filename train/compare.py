@@ -7,7 +7,7 @@ the weights were chosen from); ``table.json`` / ``table.md`` / ``table.csv`` agg
 
 Because runs are paired by seed, each policy is also compared with reference policies (``run.reference_policies``
 present in the table, else the first policy) on every ranked metric: the mean over seeds of the paired
-difference (policy - reference) and its 95% percentile bootstrap interval (:mod:`arkd_env.stats`, 10,000
+difference (policy - reference) and its 95% percentile bootstrap interval (:mod:`arkd_env.eval.stats`, 10,000
 resamples, fixed seed). Every non-reference policy is compared with every reference; when all policies are
 references, each pair is compared once (later minus earlier in table order). With few seeds the interval is
 coarse and too narrow: it never reaches past the smallest and largest observed difference.
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arkd_env import stats
+from arkd_env.eval import stats
 from train import plots
 from train.config import RunConfig
 from train.episode import EpisodeResult, check_played, label, play

@@ -36,9 +36,9 @@ def evaluate_student(cfg: RunConfig, student_dir: Path) -> dict[str, float]:
     """Validation divergences to the preset's teacher and generation metrics of a saved student."""
     from transformers import AutoModelForCausalLM
 
-    from arkd_env import models
-    from arkd_env.distiller import Distiller
-    from arkd_env.prepare import Assets, load_assets
+    from arkd_env.assets import models
+    from arkd_env.assets.build import Assets, load_assets
+    from arkd_env.engine import Distiller
 
     if not student_dir.is_dir():
         raise FileNotFoundError(f"{student_dir}: student folder not found")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from arkd_env.evalsuite import SuiteResult
+from arkd_env.eval.suite import SuiteResult
 from train.config import RunConfig
 from train.progress import bar, say
 from train.runs import atomic_write_text, write_json
@@ -37,13 +37,13 @@ def _check_student(student_dir: Path) -> None:
 
 def student_tokenizer(cfg: RunConfig, student_dir: Path) -> Any:
     """The student folder's own tokenizer, else the preset's (built and cached for the built presets)."""
-    from arkd_env import models
+    from arkd_env.assets import models
 
     if (student_dir / "tokenizer.json").is_file() or (student_dir / "tokenizer_config.json").is_file():
         return models.load_tokenizer(str(student_dir))
     from transformers import AutoTokenizer
 
-    from arkd_env.prepare import _build_tokenizer, prepare
+    from arkd_env.assets.build import _build_tokenizer, prepare
 
     built = prepare(cfg.engine)
     return AutoTokenizer.from_pretrained(built / "tokenizer") if built is not None else _build_tokenizer(cfg.engine)
@@ -61,7 +61,9 @@ def load_student(student_dir: Path, device: Any) -> Any:
 
 def evaluate_suite(cfg: RunConfig, student_dirs: list[Path], out: Path) -> list[SuiteResult]:
     """Run the suite of ``cfg.eval_suite`` on every student and write OUT.json, OUT.md and the generations."""
-    from arkd_env import evalsuite, metrics, models
+    from arkd_env.assets import models
+    from arkd_env.eval import metrics
+    from arkd_env.eval import suite as evalsuite
 
     suite = cfg.eval_suite
     for student_dir in student_dirs:

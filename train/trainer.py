@@ -48,7 +48,7 @@ class TrainResult:
 def check_algo(cfg: RunConfig) -> None:
     """Unknown or unusable agent names, and devices that do not exist here, fail before any env is built."""
     from agents.registry import ALGORITHMS, algorithm_class, import_class, known_names
-    from arkd_env.models import pick_device
+    from arkd_env.assets.models import pick_device
 
     pick_device(cfg.engine.device, key="engine.device")
     pick_device(cfg.agent.device, key="agent.device")

@@ -125,8 +125,8 @@ def _corrupt_checkpoint(d: Path) -> tuple[list[str], list[str]]:
 
 def _other_tokenizer_student(d: Path) -> tuple[list[str], list[str]]:
     """A Hugging Face student folder whose tokenizer is not the nano teacher's."""
-    from arkd_env.models import config_from_arch, random_model
-    from arkd_env.tokenizer import build_synthetic_tokenizer
+    from arkd_env.assets.models import config_from_arch, random_model
+    from arkd_env.assets.tokenizer import build_synthetic_tokenizer
 
     tokenizer = build_synthetic_tokenizer(["an entirely different vocabulary of words"])
     arch = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,

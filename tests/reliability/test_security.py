@@ -68,8 +68,8 @@ def test_no_pickle_no_eval_no_unsafe_yaml() -> None:
 
 
 def test_remote_code_is_never_trusted_unless_configured() -> None:
+    from arkd_env.assets.models import load_tokenizer
     from arkd_env.config import ModelConfig, load_preset, preset_names
-    from arkd_env.models import load_tokenizer
 
     for where, tree in sources():
         for call, name in calls(tree):

@@ -4,7 +4,7 @@ Words and punctuation runs become tokens (the ``Whitespace`` pre-tokeniser split
 so texts made of space-separated words decode back unchanged. Ids 0-3 are the special tokens
 ``<pad> <bos> <eos> <unk>``; the other ids follow word frequency in the given texts (ties broken
 alphabetically), so the same texts always give the same vocabulary. No special tokens are added on
-encoding: :mod:`arkd_env.data` places ``<bos>`` and ``<eos>`` itself.
+encoding: :mod:`arkd_env.assets.data` places ``<bos>`` and ``<eos>`` itself.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def build_synthetic_tokenizer(texts: Iterable[str], max_vocab: int | None = None
 def suite_tokenizer(template: str = "alpaca") -> PreTrainedTokenizerFast:
     """The tokenizer of the embedded preset: the prompt template's words plus every word the synthetic
     suite can produce, so it is the same whatever the suite's size or seed."""
-    from arkd_env.data import PROMPT_TEMPLATES
-    from arkd_env.synthetic import suite_vocabulary
+    from arkd_env.assets.data import PROMPT_TEMPLATES
+    from arkd_env.assets.synthetic import suite_vocabulary
 
     if template not in PROMPT_TEMPLATES:
         raise ValueError(f"unknown prompt template {template!r} (known: {', '.join(PROMPT_TEMPLATES)})")

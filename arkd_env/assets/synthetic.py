@@ -106,7 +106,7 @@ class SyntheticExample:
     distribution: str
 
     def to_record(self) -> dict[str, str]:
-        """The instruction/context/response record used by :mod:`arkd_env.data`, metadata kept."""
+        """The instruction/context/response record used by :mod:`arkd_env.assets.data`, metadata kept."""
         return asdict(self)
 
 

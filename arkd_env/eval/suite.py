@@ -16,7 +16,7 @@ It follows the protocol of the MiniLLM / DistiLLM / ABKD line of work, so number
 - **Generation**: pure sampling (temperature 1.0, top-p 1.0, no top-k) with each seed of ``seeds``
   (10, 20, 30, 40, 50), the torch RNG seeded once per (set, seed) pass; every response may have
   ``max_length - max_prompt_length`` new tokens (512 - 256), as MiniLLM pads every prompt to 256 tokens.
-- **Scores**: ROUGE-L of :func:`arkd_env.metrics.rouge_l` (rouge-score ``rougeL``, stemmer on, F-measure,
+- **Scores**: ROUGE-L of :func:`arkd_env.eval.metrics.rouge_l` (rouge-score ``rougeL``, stemmer on, F-measure,
   best over references, ×100) averaged over a set's examples for each seed, then reported as the mean and
   the sample standard deviation over the seeds. BERTScore F1 the same way when asked for and available;
   otherwise it is reported as skipped, with the reason.
@@ -33,9 +33,10 @@ from typing import Any
 
 import torch
 
-from arkd_env import metrics, models, stats
+from arkd_env.assets import models
+from arkd_env.assets.data import _check_json, _read_utf8, collate_prompts, encode_prompts, format_prompt, pad_token_id
 from arkd_env.config import SUITE_SETS, ConfigError, SuiteConfig
-from arkd_env.data import _check_json, _read_utf8, collate_prompts, encode_prompts, format_prompt, pad_token_id
+from arkd_env.eval import metrics, stats
 
 SET_NAMES: dict[str, str] = {"dolly": "DollyEval", "self_inst": "SelfInst", "vicuna": "VicunaEval",
                              "sinst": "S-NI", "uinst": "UnNI"}
@@ -290,7 +291,7 @@ def run_suite(model: Any, tokenizer: Any, sets: Mapping[str, SuiteSet], seeds: S
               progress: Callable[[str, int], Callable[[int], None] | None] | None = None) -> SuiteResult:
     """Sample every set with every seed and score the texts.
 
-    ``bertscore`` is a scorer from :func:`arkd_env.metrics.load_bertscore`; ``bertscore_skipped`` the reason
+    ``bertscore`` is a scorer from :func:`arkd_env.eval.metrics.load_bertscore`; ``bertscore_skipped`` the reason
     when BERTScore was asked for but could not be loaded (the metric is then reported as skipped). ``progress``
     (optional) is called with a label and a number of prompts and returns a per-batch callback.
     """

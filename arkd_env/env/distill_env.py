@@ -11,7 +11,7 @@ import numpy as np
 from gymnasium import spaces
 
 from arkd_env.config import EngineConfig, EnvConfig, load_preset
-from arkd_env.distiller import Distiller
+from arkd_env.engine import Distiller
 
 # name -> (lower bound, upper bound); the scaling applied to each raw value is in `_scaled`.
 FEATURES: dict[str, tuple[float, float]] = {

@@ -26,10 +26,11 @@ import torch
 from torch import Tensor
 from torch.profiler import record_function
 
-from arkd_env import losses, models
+from arkd_env import losses
+from arkd_env.assets import models
+from arkd_env.assets.build import Assets, load_assets
+from arkd_env.assets.data import TokenizedExample, collate, collate_prompts, pad_token_id
 from arkd_env.config import ConfigError, EngineConfig
-from arkd_env.data import TokenizedExample, collate, collate_prompts, pad_token_id
-from arkd_env.prepare import Assets, load_assets
 
 STATE_VERSION = 1
 FEATURE_ROWS = 256  # token positions used for the observation features; enough for stable means, cheap
@@ -386,7 +387,7 @@ class Distiller:
         validation examples from index ``start``. On the embedded suite also its metrics: exact match of greedy
         answers to the deterministic tasks, and answer-distribution metrics of the sampled answers to the open
         ones."""
-        from arkd_env.metrics import rouge_l_scores
+        from arkd_env.eval.metrics import rouge_l_scores
 
         examples, records = self.data.val[start:start + n], self.data.val_records[start:start + n]
         seed = self.seed if seed is None else seed
@@ -394,7 +395,7 @@ class Distiller:
         rouge = rouge_l_scores(sampled, [r["reference"] for r in records])
         metrics = {"rouge_l": float(np.mean(rouge)) if rouge else 0.0}
         if self.data.source == "synthetic":
-            from arkd_env.synthetic import DETERMINISTIC, suite_metrics
+            from arkd_env.assets.synthetic import DETERMINISTIC, suite_metrics
 
             greedy = self._generate_texts(examples, sample=False, seed=seed)
             answers = [g if r.get("kind") == DETERMINISTIC else s

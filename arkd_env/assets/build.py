@@ -21,9 +21,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from arkd_env import models
-from arkd_env.config import EngineConfig
-from arkd_env.data import (
+from arkd_env.assets import models
+from arkd_env.assets.data import (
     DataBundle,
     TokenizedExample,
     build_datasets,
@@ -33,7 +32,8 @@ from arkd_env.data import (
     pad_token_id,
     tokenize_records,
 )
-from arkd_env.tokenizer import build_synthetic_tokenizer
+from arkd_env.assets.tokenizer import build_synthetic_tokenizer
+from arkd_env.config import EngineConfig
 
 CACHE_VERSION = 2  # 2: synthetic teachers train on fresh examples (teacher_training_set)
 TEACHER_SEED = 1234  # the teacher is shared by every run seed, so its initialisation must not follow cfg.seed
@@ -60,7 +60,7 @@ def _build_tokenizer(cfg: EngineConfig) -> PreTrainedTokenizerBase:
         texts = [format_prompt(r["instruction"], r.get("context") or "", template) + " " + r["response"]
                  for r in records]
         if cfg.data.source == "synthetic":  # the teacher's fresh examples may hold answers these records lack
-            from arkd_env.synthetic import suite_vocabulary
+            from arkd_env.assets.synthetic import suite_vocabulary
 
             texts.append(" ".join(suite_vocabulary()))
         return build_synthetic_tokenizer(texts)
@@ -83,7 +83,7 @@ def teacher_training_set(cfg: EngineConfig, tokenizer: PreTrainedTokenizerBase,
     """
     if cfg.data.source != "synthetic":
         return data.train
-    from arkd_env.synthetic import OPEN, generate_suite
+    from arkd_env.assets.synthetic import OPEN, generate_suite
 
     held_out = {(r["instruction"], r.get("context") or "") for r in data.val_records}
     wanted = cfg.teacher.pretrain_steps * cfg.teacher.pretrain_batch_size

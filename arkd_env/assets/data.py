@@ -102,7 +102,7 @@ def load_records(source: str | None, cfg: DataConfig) -> list[dict[str, str]]:
 
 
 def _synthetic_records(cfg: DataConfig) -> list[dict[str, str]]:
-    from arkd_env.synthetic import generate_suite
+    from arkd_env.assets.synthetic import generate_suite
 
     if cfg.num_examples < 1:
         raise ConfigError(f"data.num_examples={cfg.num_examples}: the synthetic suite needs a size >= 1")
