@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from arkd_env.config import ConfigError, read_yaml
+from arkd_env.config import ConfigError, apply_overrides, deep_merge, read_yaml
 
 HYPERPARAM_DIR = Path(__file__).parent / "hyperparams"
 
@@ -36,32 +36,6 @@ def hyperparam_path(algo: str) -> Path:
     return HYPERPARAM_DIR / f"{algo}.yaml"
 
 
-def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``update`` merged in; nested mappings merge, everything else is replaced."""
-    result = copy.deepcopy(dict(base))
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = deep_merge(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
-
-
-def expand_dotted(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn ``{"policy_kwargs.net_arch": [64]}`` into ``{"policy_kwargs": {"net_arch": [64]}}``.
-
-    The `arkd` command passes ``agent.hparams.x.y=value`` overrides in this dotted form.
-    """
-    result: dict[str, Any] = {}
-    for key, value in values.items():
-        parts = str(key).split(".")
-        nested: Any = expand_dotted(value) if isinstance(value, Mapping) else value
-        for part in reversed(parts[1:]):
-            nested = {part: nested}
-        result = deep_merge(result, {parts[0]: nested})
-    return result
-
-
 def load_hyperparams(algo: str, preset: str | None = None,
                      overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The hyperparameters of ``algo`` for env ``preset``: default <- preset entry <- overrides.
@@ -77,7 +51,9 @@ def load_hyperparams(algo: str, preset: str | None = None,
     values = dict(table.get("default", {}))
     if preset is not None and preset in table:
         values = deep_merge(values, table[preset])
-    return deep_merge(values, expand_dotted(overrides or {}))
+    # Dotted keys (``policy_kwargs.net_arch``) are put in place first, then merged, so an override of one nested
+    # key keeps its siblings from the file.
+    return deep_merge(values, apply_overrides({}, overrides or {}))
 
 
 def resolve_activation(name: str | type[nn.Module]) -> type[nn.Module]:

@@ -4,13 +4,18 @@ Every field carries a help string in its metadata and every dataclass validates 
 ``__post_init__``, so a bad value fails where it is set, naming the key. YAML files are turned
 into these dataclasses by :func:`from_dict`, which rejects unknown keys and wrong types with a
 message naming the key and the file; ``--set a.b=value`` overrides go through :func:`apply_overrides`.
+This module is the one loader: the `arkd` command's sections (train/config.py) and the agents' hyperparameter files (agents/hparams.py) use its YAML
+reader, override parser, number rule and merge.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import re
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +23,7 @@ from typing import Any, TypeVar
 import yaml
 
 PRESET_DIR = Path(__file__).parent / "configs"
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 class ConfigError(ValueError):
@@ -351,13 +357,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        value = as_number(value)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -426,6 +428,17 @@ def preset_path(name: str) -> Path:
     return path
 
 
+def as_number(value: Any) -> Any:
+    """A number-shaped string as the number it spells, anything else unchanged.
+
+    YAML 1.1 reads ``1e-3`` (no dot) as a string, in a file and on the command line alike; this is the one place
+    that rule is undone, so ``lr: 1e-3`` and ``--set engine.lr=1e-3`` both give a float."""
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        text = value.strip()
+        return int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+    return value
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``a.b=value`` into its key path and a YAML-typed value."""
     key, sep, raw = text.partition("=")
@@ -435,24 +448,44 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return key.strip().split("."), value
+    return key.strip().split("."), as_number(value)
 
 
-def apply_overrides(values: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
-    """Return a copy of the nested mapping with dotted-key overrides applied."""
-    import copy
+def parse_overrides(items: Sequence[str], sections: Sequence[str] | None = None) -> dict[str, Any]:
+    """``["a.b=1e-3", ...]`` -> ``{"a.b": 0.001}``; with ``sections``, every key must start with one of them."""
+    result: dict[str, Any] = {}
+    for item in items:
+        path, value = parse_override(item)
+        if sections is not None and path[0] not in sections:
+            raise ConfigError(f"--set {item}: unknown section {path[0]!r} (known: {', '.join(sections)})")
+        result[".".join(path)] = value
+    return result
 
-    result = copy.deepcopy(values)
-    items = ([parse_override(o) for o in overrides] if isinstance(overrides, list)
-             else [(k.split("."), v) for k, v in overrides.items()])
-    for path, value in items:
+
+def apply_overrides(values: Mapping[str, Any], overrides: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the nested mapping with each dotted key's value put in place (``a.b.c=1`` replaces ``c`` only)."""
+    result = copy.deepcopy(dict(values))
+    dotted = parse_overrides(overrides) if isinstance(overrides, Sequence) else overrides
+    for key, value in dotted.items():
+        path = str(key).split(".")
         node = result
         for part in path[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"override {'.'.join(path)}: {part!r} is not a section")
+                raise ConfigError(f"override {key}: {part!r} is not a section")
             node = child
         node[path[-1]] = value
+    return result
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` layered on top: nested mappings merge key by key, everything else is replaced."""
+    result = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = deep_merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
     return result
 
 

@@ -32,9 +32,9 @@ def test_preset_entry_merges_over_default_and_overrides_over_both() -> None:
     assert over["policy_kwargs"] == {"net_arch": [8], "activation_fn": "tanh", "log_std_init": -1.0}
 
 
-def test_expand_dotted_nests_and_merges() -> None:
-    assert hparams.expand_dotted({"a.b": 1, "a.c": 2, "d": {"e.f": 3}}) == {"a": {"b": 1, "c": 2},
-                                                                         "d": {"e": {"f": 3}}}
+def test_nested_override_merges_with_the_file() -> None:
+    over = hparams.load_hyperparams("ppo", "nano", {"policy_kwargs": {"net_arch": [8]}, "learning_rate": "1e-3"})
+    assert over["policy_kwargs"] == {"net_arch": [8], "activation_fn": "tanh", "log_std_init": -1.0}
 
 
 def test_resolve_objects_builds_activation_noise_and_train_freq() -> None:

@@ -9,6 +9,8 @@ from arkd_env.config import (
     EngineConfig,
     EnvConfig,
     apply_overrides,
+    as_number,
+    deep_merge,
     from_dict,
     load_preset,
     preset_names,
@@ -93,3 +95,18 @@ def test_unknown_preset_lists_available() -> None:
         load_preset("nope")
     with pytest.raises(ConfigError, match="unknown preset"):
         load_preset("../nano")
+
+
+def test_one_number_rule_for_files_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "lr.yaml"
+    path.write_text("lr: 1e-3\nseed: 3\n")  # YAML 1.1 reads 1e-3 as a string
+    from_file = from_dict(EngineConfig, read_yaml(path))
+    from_set = from_dict(EngineConfig, apply_overrides({}, ["lr=1e-3", "seed=3"]))
+    assert from_file.lr == from_set.lr == 0.001 and isinstance(from_set.seed, int)
+    assert as_number("2e3") == 2000.0 and as_number("7") == 7 and as_number("1e-3x") == "1e-3x"
+
+
+def test_deep_merge_layers_nested_keys_and_replaces_the_rest() -> None:
+    base = {"a": {"b": 1, "c": [1]}, "d": 1}
+    merged = deep_merge(base, {"a": {"c": [2]}, "d": {"e": 2}})
+    assert merged == {"a": {"b": 1, "c": [2]}, "d": {"e": 2}} and base["a"] == {"b": 1, "c": [1]}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,10 @@ from arkd_env.config import (
     SuiteConfig,
     apply_overrides,
     check,
+    deep_merge,
     from_dict,
     help_field,
-    parse_override,
+    parse_overrides,
     preset_path,
     read_yaml,
     to_dict,
@@ -35,7 +35,6 @@ from arkd_env.config import (
 DEFAULT_PRESET = "embedded"
 VEC_ENVS = ("auto", "dummy", "subproc", "ray")
 SECTIONS = ("engine", "env", "agent", "run", "eval_suite")
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 @dataclass
@@ -132,35 +131,6 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
 
 
-def _typed(value: Any) -> Any:
-    """YAML 1.1 reads ``1e-3`` as a string; a command-line number should be a number."""
-    if isinstance(value, str) and _NUMBER.match(value.strip()):
-        text = value.strip()
-        return int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
-    return value
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["a.b=1e-3", ...]`` -> ``{"a.b": 0.001}``; every key must start with a known section."""
-    result: dict[str, Any] = {}
-    for item in items:
-        path, value = parse_override(item)
-        if path[0] not in ("preset", *SECTIONS) or (path[0] == "preset" and len(path) > 1):
-            raise ConfigError(f"--set {item}: unknown section {path[0]!r} (known: {', '.join(SECTIONS)})")
-        result[".".join(path)] = _typed(value)
-    return result
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    result = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = _merge(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
-
-
 def build(values: dict[str, Any], source: str) -> RunConfig:
     """A RunConfig from a plain mapping; errors name ``source`` and the key."""
     return from_dict(RunConfig, values, source)
@@ -173,7 +143,7 @@ def load_run_config(preset: str | None = None, config_file: str | Path | None = 
     ``preset`` None takes the ``preset`` named in ``config_file``, else the embedded default.
     """
     file_values = read_yaml(config_file) if config_file is not None else {}
-    set_values = parse_overrides(overrides or [])
+    set_values = parse_overrides(overrides or [], ("preset", *SECTIONS))
     name = preset or set_values.pop("preset", None) or file_values.get("preset") or DEFAULT_PRESET
     set_values.pop("preset", None)
     if not isinstance(name, str):
@@ -182,7 +152,7 @@ def load_run_config(preset: str | None = None, config_file: str | Path | None = 
     values = {**read_yaml(path), "preset": name}
     build(values, str(path))
     if config_file is not None:
-        values = _merge(values, {**file_values, "preset": name})
+        values = deep_merge(values, {**file_values, "preset": name})
         build(values, str(config_file))
     if set_values:
         values = apply_overrides(values, set_values)
