@@ -4,8 +4,8 @@ Every field carries a help string in its metadata and every dataclass validates 
 ``__post_init__``, so a bad value fails where it is set, naming the key. YAML files are turned
 into these dataclasses by :func:`from_dict`, which rejects unknown keys and wrong types with a
 message naming the key and the file; ``--set a.b=value`` overrides go through :func:`apply_overrides`.
-This module is the one loader: the `arkd` command's sections (train/config.py) and the agents' hyperparameter files (agents/hparams.py) use its YAML
-reader, override parser, number rule and merge.
+This module is the one loader: the `arkd` command's sections (train/config.py) and the agents'
+hyperparameter files (agents/hparams.py) use its YAML reader, override parser, number rule and merge.
 """
 
 from __future__ import annotations

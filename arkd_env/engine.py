@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -426,7 +425,7 @@ class Distiller:
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        """Return to a state from :meth:`snapshot` or :meth:`load_state`; the next update is bit-identical."""
+        """Return to a state from :meth:`snapshot`; the next update is bit-identical."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"engine state version {state.get('version')!r}: this ARKD reads version {STATE_VERSION}")
         self.seed = int(state.get("seed", self.cfg.seed))  # states saved before the key existed are cfg.seed's
@@ -449,28 +448,6 @@ class Distiller:
         cfg = replace(self.cfg, seed=seed)
         # The teacher side (tokenizer, teacher, data) is cached per process, so only a student is built here.
         return Distiller(cfg, load_assets(cfg, self.device), self.device).snapshot()
-
-    def save_state(self, path: str | Path) -> None:
-        """Write :meth:`snapshot` to ``path`` atomically (temporary file, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            torch.save(self.snapshot(), tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def load_state(self, path: str | Path) -> None:
-        """Restore a state written by :meth:`save_state`; tensors only, no code is unpickled."""
-        try:
-            state = torch.load(Path(path), map_location=self.device, weights_only=True)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: engine state file not found") from None
-        except Exception as err:  # torch raises several types for truncated or foreign files
-            raise ValueError(f"{path}: not a readable engine state ({type(err).__name__}: {err})") from None
-        for key in ("torch_rng", "sampling_rng"):  # RNG states must be CPU byte tensors whatever map_location did
-            state[key] = state[key].cpu()
-        self.restore(state)
 
     def save_student(self, path: str | Path) -> Path:
         """A Hugging Face folder (model + tokenizer) that ``from_pretrained`` loads."""

@@ -28,8 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from arkd_env.atomic import atomic_write_text
 from train.config import load_run_config
-from train.runs import atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINES = ("fkl", "rkl", "fixed:0.5", "akl", "greedy")

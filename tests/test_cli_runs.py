@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from train.runs import atomic_write_text, create_run_dir, inside, read_json, sanitize, write_json
+from arkd_env.atomic import atomic_write_text
+from train.runs import create_run_dir, inside, read_json, sanitize, write_json
 
 
 @pytest.mark.parametrize(("raw", "safe"), [("../../etc", "etc"), ("a/b\\c", "a-b-c"), ("..", "run"),

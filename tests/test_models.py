@@ -187,7 +187,7 @@ def test_rebuild_from_config_equal_and_independent() -> None:
     assert clone.lm_head.weight is clone.model.embed_tokens.weight
     ids, mask = batch()
     assert torch.equal(logits(clone, ids, mask), logits(model, ids, mask))
-    assert M.clone_model(model, dtype="bfloat16").dtype == torch.bfloat16
+    assert M.rebuild_from_config(model, dtype="bfloat16").dtype == torch.bfloat16
 
 
 def test_save_pretrained_safe_roundtrip_strips_quantization(tmp_path: Path) -> None:
@@ -275,7 +275,7 @@ def test_align_vocab_slices_padding_rows_and_warns_once() -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert M.shared_vocab_size(teacher, student, tok) == 94  # no second warning
+        assert M.align_vocab(teacher, student, tok) == 94  # no second warning
         assert M.align_vocab(student, student, tok) == 101  # same rows: nothing to slice
     small = M.build_model(ModelConfig(arch=llama_arch(vocab_size=90)))
     with pytest.raises(ValueError, match=r"94 tokens.*113.*90"):

@@ -23,9 +23,9 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HParam, TensorBoardOutputFormat
 
+from arkd_env.atomic import atomic_write_text
 from train import checkpoints
 from train.progress import bar
-from train.runs import atomic_write_text
 
 LEARNING_CURVE = "learning_curve.csv"
 HPARAM_METRICS = {"rollout/ep_rew_mean": 0.0}

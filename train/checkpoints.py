@@ -2,7 +2,7 @@
 
 A checkpoint is a folder ``checkpoints/step_<N>/`` holding ``model.zip`` (the agent, incl. its
 ``num_timesteps``), ``replay_buffer.pkl`` for off-policy agents and ``state.json`` (written last). It is
-assembled in a hidden temporary folder and renamed into place in one ``os.replace``, so a process killed
+assembled in a hidden temporary folder and renamed into place (arkd_env.atomic), so a process killed
 at any moment (SIGKILL included) leaves either the complete folder or none; leftovers of interrupted
 writes are hidden folders that :func:`latest` ignores and :func:`clean_partial` removes.
 
@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from arkd_env.atomic import atomic_path, remove_leftovers
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_FILE = "model.zip"
@@ -43,22 +44,14 @@ def save(model: Any, run_dir: Path, keep: int = 2, extra: dict[str, Any] | None 
     from agents.registry import save_agent
 
     root = checkpoint_root(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
     step = int(model.num_timesteps)
     target = root / f"step_{step}"
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-step_{step}-", dir=root))
-    try:
+    with atomic_path(target, folder=True) as staging:
         save_agent(model, staging / MODEL_FILE)
         if hasattr(model, "save_replay_buffer") and getattr(model, "replay_buffer", None) is not None:
             model.save_replay_buffer(staging / BUFFER_FILE)
         state = {"num_timesteps": step, "time": time.time(), **(extra or {})}
         (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     prune(root, keep)
     return target
 
@@ -86,11 +79,7 @@ def prune(root: Path, keep: int) -> None:
 
 def clean_partial(run_dir: Path) -> None:
     """Remove temporary folders left by writes that were killed."""
-    root = checkpoint_root(run_dir)
-    if root.is_dir():
-        for child in root.iterdir():
-            if child.name.startswith(".tmp-"):
-                shutil.rmtree(child, ignore_errors=True)
+    remove_leftovers(checkpoint_root(run_dir))
 
 
 def load(folder: Path, env: Any, device: str = "auto") -> Any:

@@ -324,7 +324,7 @@ def run_compare(cfg: RunConfig, specs: Sequence[str], seeds: Sequence[int], out_
 
 
 def write_outputs(table: Table, out_dir: Path) -> None:
-    from train.runs import atomic_write_text
+    from arkd_env.atomic import atomic_write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "table.md", table.markdown())

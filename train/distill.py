@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from arkd_env.atomic import atomic_write_text
 from train import plots
 from train.config import RunConfig
 from train.episode import EpisodeResult, check_played, play, played_config
-from train.runs import CONFIG_FILE, METRICS_FILE, atomic_write_text, write_json
+from train.runs import CONFIG_FILE, METRICS_FILE, write_json
 
 STUDENT_DIR = "student"
 

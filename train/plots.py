@@ -8,6 +8,8 @@ from typing import Any
 
 import matplotlib
 
+from arkd_env.atomic import atomic_path
+
 matplotlib.use("Agg")  # no display needed; must precede pyplot
 import matplotlib.pyplot as plt
 
@@ -15,11 +17,11 @@ Trajectories = Mapping[str, Sequence[Mapping[str, Any]]]  # policy -> its episod
 
 
 def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path
 
 

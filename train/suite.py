@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from arkd_env.atomic import atomic_write_text
 from arkd_env.eval.suite import SuiteResult
 from train.config import RunConfig
 from train.progress import bar, say
-from train.runs import atomic_write_text, write_json
+from train.runs import write_json
 
 SUITES = ("paper",)
 

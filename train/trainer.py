@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arkd_env.atomic import atomic_path, atomic_write_text
 from arkd_env.config import DISCRETE_ACTION_MODES
 from train import checkpoints, plots
 from train.callbacks import (
@@ -27,7 +27,6 @@ from train.runs import (
     CONFIG_FILE,
     METRICS_FILE,
     POLICY_FILE,
-    atomic_write_text,
     read_json,
     require_run_dir,
     write_json,
@@ -105,12 +104,8 @@ def save_policy(model: Any, run_dir: Path) -> Path:
     """``policy.zip`` written atomically."""
     from agents.registry import save_agent
 
-    tmp = run_dir / ".policy.tmp.zip"
-    try:
-        saved = save_agent(model, tmp)
-        os.replace(saved, run_dir / POLICY_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(run_dir / POLICY_FILE) as tmp:
+        save_agent(model, tmp)
     return run_dir / POLICY_FILE
 
 

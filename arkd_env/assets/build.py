@@ -11,9 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +30,7 @@ from arkd_env.assets.data import (
     tokenize_records,
 )
 from arkd_env.assets.tokenizer import build_synthetic_tokenizer
+from arkd_env.atomic import atomic_path
 from arkd_env.config import EngineConfig
 
 CACHE_VERSION = 2  # 2: synthetic teachers train on fresh examples (teacher_training_set)
@@ -149,20 +147,12 @@ def prepare(cfg: EngineConfig, device: torch.device | None = None, force: bool =
     device = device or models.pick_device(cfg.device, key="engine.device")
     tokenizer = _build_tokenizer(cfg)
     teacher = _build_teacher(cfg, tokenizer, device)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with atomic_path(target, folder=True) as staging:
         tokenizer.save_pretrained(staging / "tokenizer")
         teacher.save_pretrained(staging / "teacher")
         (staging / "config.json").write_text(json.dumps({"tokenizer": cfg.tokenizer, "teacher": asdict(cfg.teacher),
                                                          "data": asdict(cfg.data)}, indent=2))
         (staging / "complete").write_text("ok\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

@@ -27,7 +27,6 @@ import importlib.util
 import inspect
 import logging
 import os
-import shutil
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from arkd_env.atomic import atomic_path
 from arkd_env.config import ConfigError, ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -223,17 +223,12 @@ def _gguf_cache_folder(gguf_path: Path, cache: str | Path | bool) -> Path | None
 
 def _save_atomically(target: Path, save: Callable[[Path], None]) -> None:
     """Write a folder under a temporary name and rename it, so parallel workers never read half a folder."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        save(tmp)
-        os.replace(tmp, target)
+        with atomic_path(target, folder=True, replace=False) as tmp:
+            save(tmp)
     except OSError as err:
         # Another process won the race (target exists) or the disk is read-only: the cache is optional.
         logger.info("not caching %s: %s", target, err)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _cache_complete(folder: Path) -> bool:
@@ -346,7 +341,6 @@ def align_vocab(teacher: nn.Module, student: nn.Module, tokenizer: Any) -> int:
     return n_tokens
 
 
-shared_vocab_size = align_vocab
 
 
 # ---------------------------------------------------------------------------------------------
@@ -561,7 +555,6 @@ def rebuild_from_config(model: Any, dtype: str | torch.dtype | None = None) -> A
     return fresh
 
 
-clone_model = rebuild_from_config
 
 
 def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
