@@ -18,7 +18,6 @@ import importlib.util
 import itertools
 import json
 import logging
-import os
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from arkd_env.assets.locate import FILE_BUILDERS, hub_offline, is_local
 from arkd_env.config import ConfigError, DataConfig
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,6 @@ COMPACT_TEMPLATE: dict[str, str] = {
 PROMPT_TEMPLATES: dict[str, dict[str, str]] = {"alpaca": PROMPT_TEMPLATE, "compact": COMPACT_TEMPLATE}
 
 BUILTIN_SOURCES = ("synthetic", "chitchat", "chatterbot")
-FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 IGNORE_INDEX = -100
 
 
@@ -161,22 +160,6 @@ def _chatterbot_records(limit: int) -> list[dict[str, str]]:
     return records
 
 
-def _looks_local(source: str) -> bool:
-    path = Path(source).expanduser()
-    return (path.exists() or path.suffix.lower() in FILE_BUILDERS
-            or source.startswith(("/", "./", "../", "~", ".\\")))
-
-
-def _offline() -> bool:
-    truthy = {"1", "true", "yes", "on"}
-    flags = (os.environ.get(k, "").strip().lower() for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
-    if any(flag in truthy for flag in flags):
-        return True
-    import datasets.config
-
-    return bool(getattr(datasets.config, "HF_HUB_OFFLINE", False))
-
-
 @contextlib.contextmanager
 def _quiet_datasets() -> Iterator[None]:
     """Hide the `datasets` progress bars for tiny local files, restoring the user's setting afterwards."""
@@ -194,7 +177,7 @@ def _quiet_datasets() -> Iterator[None]:
 def _dataset_records(source: str, cfg: DataConfig) -> list[dict[str, str]]:
     import datasets
 
-    if _looks_local(source):
+    if is_local(source):
         path = Path(source).expanduser()
         builder, kwargs, row_names, parsed = _check_file(path, cfg)
         where = str(path)
@@ -211,7 +194,7 @@ def _dataset_records(source: str, cfg: DataConfig) -> list[dict[str, str]]:
             with _quiet_datasets():
                 ds = datasets.load_dataset(source, split="train")
         except Exception as err:
-            if _offline():
+            if hub_offline(datasets=True):
                 raise ValueError(
                     f"data set {source!r} is not a local file and is not in the cache, and "
                     f"HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set: give a local file, or unset those "

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from arkd_env.assets.locate import hub_offline, is_local
 from arkd_env.atomic import atomic_path
 from arkd_env.config import ConfigError, ModelConfig
 
@@ -131,18 +132,8 @@ def cache_root() -> Path:
     return Path(base).expanduser() / "arkd"
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _looks_local(name: str) -> bool:
-    """Hub names are 'name' or 'org/name'; anything else path-like is meant as a local folder."""
-    return (name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "")
-            or name.endswith(("/", os.sep)))
-
-
 def _check_local(name: str) -> None:
-    if _looks_local(name) and not Path(name).expanduser().exists():
+    if is_local(name) and not Path(name).expanduser().exists():
         raise FileNotFoundError(f"model or tokenizer folder not found: {name}")
 
 
@@ -151,7 +142,7 @@ def _load_error(name: str, what: str, err: Exception) -> Exception:
     if Path(name).expanduser().exists():
         return ValueError(f"{name}: cannot load the {what} from this folder ({type(err).__name__}: "
                           f"{str(err).splitlines()[0] if str(err) else ''})")
-    reason = "HF_HUB_OFFLINE=1 is set" if _hub_offline() else "not found locally or on the Hugging Face hub"
+    reason = "HF_HUB_OFFLINE=1 is set" if hub_offline() else "not found locally or on the Hugging Face hub"
     return FileNotFoundError(f"{what} {name!r}: {reason}; pass a local folder (or unset HF_HUB_OFFLINE "
                              "when the hub is reachable)")
 
