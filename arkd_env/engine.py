@@ -12,11 +12,11 @@ outputs are gathered there before any [tokens × vocab] tensor is formed. The en
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-import random
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from arkd_env.assets.build import Assets, load_assets
 from arkd_env.assets.data import TokenizedExample, collate, collate_prompts, pad_token_id
 from arkd_env.config import ConfigError, EngineConfig
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the engine keeps only its own RNG, never the global ones
 FEATURE_ROWS = 256  # token positions used for the observation features; enough for stable means, cheap
 EVAL_COMPONENTS = ("fkl", "rkl", "jsd", "ce")
 MU_COMPONENTS = ("akl", "fkl_head", "fkl_tail", "rkl_head", "rkl_tail")
@@ -73,14 +73,17 @@ class _Rows:
 class Distiller:
     """Owns teacher, student, AdamW, LR schedule and data order of one distillation run.
 
-    ``assets`` (tokenizer, models, data) may be injected, e.g. by tests or by an env that loads the teacher
-    once per process; otherwise they are resolved from ``cfg`` (building and caching a preset's own teacher).
+    The engine loads nothing itself: it is handed its ``assets`` (tokenizer, frozen teacher, data, a student and
+    the factory of students for other engine seeds), so the flow runs config -> assets -> engine.
+    :meth:`from_config` does both steps for the common case. Its randomness (data order, on-policy sampling,
+    dropout) comes from generators seeded by the engine seed; the global torch RNG, which agents sample from,
+    is never read or changed.
     """
 
-    def __init__(self, cfg: EngineConfig, assets: Assets | None = None, device: torch.device | None = None) -> None:
+    def __init__(self, cfg: EngineConfig, assets: Assets, device: torch.device | None = None) -> None:
         self.cfg = cfg
         self.device = device or models.pick_device(cfg.device, key="engine.device")
-        assets = assets or load_assets(cfg, self.device)
+        self._new_student = assets.new_student
         self.tokenizer = assets.tokenizer
         self.teacher = assets.teacher
         self.student = assets.student
@@ -91,12 +94,11 @@ class Distiller:
         if len(self.data.train) < cfg.batch_size:
             raise ConfigError(f"batch_size={cfg.batch_size}: only {len(self.data.train)} training examples")
         self.student.train()
-        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.optimizer, self.scheduler = self._optimizer_for(self.student)
         self.component_kwargs = {name: {"mu": cfg.akl_mu} for name in MU_COMPONENTS}
         self._student_head, self._teacher_head = self._fused_heads()
         self.seed = cfg.seed  # the run's engine seed: data order and sampling; part of the state (see initial_state)
-        self._sampling = torch.Generator().manual_seed(cfg.seed + 7919)
+        self._sampling = self._sampling_generator(cfg.seed)
         self._teacher_cache: dict[int, tuple[Tensor, Tensor]] = {}
         self._eval_batches = self._batches(self.data.val[:cfg.eval_size])
         self._eval_teacher: list[_Rows] = []
@@ -112,7 +114,34 @@ class Distiller:
         self._cursor = 0
         self._order = self._permutation(0)
 
+    @classmethod
+    def from_config(cls, cfg: EngineConfig, device: torch.device | None = None) -> Distiller:
+        """An engine with the assets ``cfg`` names (a built preset's teacher is built and cached on first use)."""
+        device = device or models.pick_device(cfg.device, key="engine.device")
+        return cls(cfg, load_assets(cfg, device), device)
+
     # ------------------------------------------------------------------ set-up helpers
+    def _optimizer_for(self, student: torch.nn.Module) -> tuple[torch.optim.Optimizer,
+                                                               torch.optim.lr_scheduler.LambdaLR]:
+        optimizer = torch.optim.AdamW(student.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+
+    @staticmethod
+    def _sampling_generator(seed: int) -> torch.Generator:
+        return torch.Generator().manual_seed(seed + 7919)
+
+    def _draw_seed(self) -> int:
+        """A seed for one forked use of the torch RNG (dropout, sampling), drawn from the engine's generator."""
+        return int(torch.randint(0, 2**62, (), generator=self._sampling).item())
+
+    @contextlib.contextmanager
+    def _own_rng(self, seed: int | None = None) -> Iterator[None]:
+        """Run a block on a torch RNG seeded by ``seed`` (default: drawn from the engine's generator), giving the
+        caller's global RNG back afterwards untouched."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self._draw_seed() if seed is None else seed)
+            yield
+
     def _fused_heads(self) -> tuple[models.LMHeadParts | None, models.LMHeadParts | None]:
         if self.cfg.loss_path in ("naive", "chunked"):
             return None, None
@@ -267,29 +296,30 @@ class Distiller:
         failed: list[int] = []
         batch: dict[str, Tensor] | None = None
         self.student.train()
-        for _ in range(n_steps):
-            self.optimizer.zero_grad(set_to_none=True)
-            update_loss = torch.zeros((), device=self.device)
-            for _ in range(self.cfg.grad_accum):
-                loss, parts, batch = self._update_loss(active)
-                with record_function("arkd.backward"):
-                    (loss / self.cfg.grad_accum).backward()
-                update_loss += loss.detach() / self.cfg.grad_accum
-                for name, value in parts.items():
-                    totals[name] = totals.get(name, torch.zeros((), device=self.device)) + value.detach()
-            max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), max_norm)
-            # One host sync per update: a non-finite update must be skipped before it reaches the weights.
-            if not bool(torch.isfinite(update_loss + grad_norm).item()):
-                failed.append(self.updates)
+        with self._own_rng():
+            for _ in range(n_steps):
                 self.optimizer.zero_grad(set_to_none=True)
-                continue
-            with record_function("arkd.optimizer_step"):
-                self.optimizer.step()
-            self.scheduler.step()
-            self.updates += 1
-            loss_total += update_loss
-            grad_norms += grad_norm.detach()
+                update_loss = torch.zeros((), device=self.device)
+                for _ in range(self.cfg.grad_accum):
+                    loss, parts, batch = self._update_loss(active)
+                    with record_function("arkd.backward"):
+                        (loss / self.cfg.grad_accum).backward()
+                    update_loss += loss.detach() / self.cfg.grad_accum
+                    for name, value in parts.items():
+                        totals[name] = totals.get(name, torch.zeros((), device=self.device)) + value.detach()
+                max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), max_norm)
+                # One host sync per update: a non-finite update must be skipped before it reaches the weights.
+                if not bool(torch.isfinite(update_loss + grad_norm).item()):
+                    failed.append(self.updates)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    continue
+                with record_function("arkd.optimizer_step"):
+                    self.optimizer.step()
+                self.scheduler.step()
+                self.updates += 1
+                loss_total += update_loss
+                grad_norms += grad_norm.detach()
         done = n_steps - len(failed)
         denominator = max(1, done * self.cfg.grad_accum)
         with record_function("arkd.features"):
@@ -363,10 +393,7 @@ class Distiller:
         was_training = self.student.training
         self.student.eval()
         prompts = self._to_device(collate_prompts(examples, self.pad_id))
-        fork = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
-        with fork:
-            if seed is not None:
-                torch.manual_seed(seed)
+        with self._own_rng(seed):
             result = models.generate_new_tokens(self.student, prompts["input_ids"], prompts["attention_mask"],
                                                 max_new_tokens, sample=sample, pad_token_id=self.pad_id,
                                                 eos_token_id=self.tokenizer.eos_token_id)
@@ -408,7 +435,7 @@ class Distiller:
         return all(bool(torch.isfinite(p).all()) for p in self.student.parameters())
 
     def snapshot(self) -> dict[str, Any]:
-        """The whole training state, copied: student, optimizer, scheduler, RNGs and data position."""
+        """The whole training state, copied: student, optimizer, scheduler, the engine's RNG and data position."""
         return {
             "version": STATE_VERSION,
             "seed": self.seed,
@@ -418,10 +445,7 @@ class Distiller:
             "updates": self.updates,
             "epoch": self._epoch,
             "cursor": self._cursor,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "sampling_rng": self._sampling.get_state(),
-            "python_rng": list(random.getstate()[1]),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -435,19 +459,18 @@ class Distiller:
         self.updates = int(state["updates"])
         self._epoch, self._cursor = int(state["epoch"]), int(state["cursor"])
         self._order = self._permutation(self._epoch)
-        torch.set_rng_state(state["torch_rng"])
-        if self.device.type == "cuda" and state["cuda_rng"]:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
         self._sampling.set_state(state["sampling_rng"])
-        python_state = random.getstate()
-        random.setstate((python_state[0], tuple(state["python_rng"]), python_state[2]))
 
     def initial_state(self, seed: int) -> dict[str, Any]:
         """The state a fresh run on engine seed ``seed`` starts from, for :meth:`restore`: a student initialised
-        with that seed, a new optimizer and schedule, and that seed's data order. This engine is not changed."""
-        cfg = replace(self.cfg, seed=seed)
-        # The teacher side (tokenizer, teacher, data) is cached per process, so only a student is built here.
-        return Distiller(cfg, load_assets(cfg, self.device), self.device).snapshot()
+        with that seed, a new optimizer and schedule, and that seed's data order. This engine is not changed:
+        only a student is built, by the assets' factory; teacher and data are shared."""
+        student = self._new_student(seed)
+        optimizer, scheduler = self._optimizer_for(student)
+        return {"version": STATE_VERSION, "seed": seed,
+                "student": {k: v.detach() for k, v in student.state_dict().items()},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "updates": 0, "epoch": 0, "cursor": 0, "sampling_rng": self._sampling_generator(seed).get_state()}
 
     def save_student(self, path: str | Path) -> Path:
         """A Hugging Face folder (model + tokenizer) that ``from_pretrained`` loads."""

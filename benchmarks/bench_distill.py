@@ -50,7 +50,7 @@ def _top_level_shares(prof: Any, wall_us: float) -> dict[str, float]:
 
 def measure(preset: str, cache: bool, updates: int) -> dict[str, Any]:
     cfg = load_preset(preset, [f"engine.teacher_cache={str(cache).lower()}"])
-    distiller = Distiller(cfg.engine)
+    distiller = Distiller.from_config(cfg.engine)
     start_state = distiller.snapshot()
     distiller.train_steps(MIX, updates)  # warm-up; fills the teacher cache for exactly these batches
     distiller.restore(start_state)

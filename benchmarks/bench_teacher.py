@@ -33,7 +33,7 @@ def main() -> None:
     start = time.perf_counter()
     folder = prepare(cfg, force=args.force)
     prepare_seconds = time.perf_counter() - start
-    distiller = Distiller(cfg)
+    distiller = Distiller.from_config(cfg)
     distiller.student = distiller.teacher  # score the teacher with the student's evaluation code
     distiller._student_head = distiller._teacher_head
     metrics = distiller.generation_metrics(args.n)

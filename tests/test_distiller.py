@@ -30,7 +30,7 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
 
 
 def test_training_on_fkl_lowers_validation_fkl() -> None:
-    distiller = Distiller(nano())
+    distiller = Distiller.from_config(nano())
     before = distiller.evaluate()
     report = distiller.train_steps({"fkl": 1.0}, 12)
     after = distiller.evaluate()
@@ -40,7 +40,7 @@ def test_training_on_fkl_lowers_validation_fkl() -> None:
 
 
 def test_evaluate_metrics_are_consistent() -> None:
-    metrics = Distiller(nano()).evaluate()
+    metrics = Distiller.from_config(nano()).evaluate()
     assert metrics["val_divergence"] == pytest.approx(0.5 * (metrics["val_fkl"] + metrics["val_rkl"]))
     assert metrics["val_ppl"] == pytest.approx(math.exp(metrics["val_ce"]))
     assert 0 <= metrics["val_jsd"] <= math.log(2) + 1e-6
@@ -55,7 +55,7 @@ def naive_fkl(distiller: Distiller, examples: list) -> float:
 
 
 def test_evaluate_matches_naive_divergence_over_all_validation_tokens() -> None:
-    distiller = Distiller(nano(test_size=12))
+    distiller = Distiller.from_config(nano(test_size=12))
     val = distiller.data.val
     metrics = distiller.evaluate(held_out=True)
     assert metrics["val_fkl"] == pytest.approx(naive_fkl(distiller, val[:16]), rel=1e-4)
@@ -68,7 +68,7 @@ def test_evaluate_matches_naive_divergence_over_all_validation_tokens() -> None:
 
 
 def test_held_out_generations_come_from_the_held_out_examples(monkeypatch: pytest.MonkeyPatch) -> None:
-    distiller = Distiller(nano(test_size=12))  # rouge_size 8, eval_size 16
+    distiller = Distiller.from_config(nano(test_size=12))  # rouge_size 8, eval_size 16
     given: list[list] = []
     monkeypatch.setattr(distiller, "_generate_texts",
                         lambda examples, sample, seed: given.append(examples) or [""] * len(examples))
@@ -79,7 +79,7 @@ def test_held_out_generations_come_from_the_held_out_examples(monkeypatch: pytes
 
 
 def test_snapshot_restore_reproduces_next_updates_bit_for_bit() -> None:
-    distiller = Distiller(nano(on_policy_fraction=0.5))
+    distiller = Distiller.from_config(nano(on_policy_fraction=0.5))
     distiller.train_steps(MIX, 3)
     state = distiller.snapshot()
     distiller.train_steps(MIX, 3)
@@ -90,7 +90,7 @@ def test_snapshot_restore_reproduces_next_updates_bit_for_bit() -> None:
 
 
 def test_initial_state_of_another_seed_is_that_seeds_fresh_run() -> None:
-    distiller, other = Distiller(nano()), Distiller(nano(seed=7))
+    distiller, other = Distiller.from_config(nano()), Distiller.from_config(nano(seed=7))
     distiller.train_steps(MIX, 2)
     trained = params(distiller)
     state = distiller.initial_state(7)
@@ -98,7 +98,7 @@ def test_initial_state_of_another_seed_is_that_seeds_fresh_run() -> None:
     distiller.restore(state)
     assert distiller.seed == 7 and distiller.updates == 0
     assert_same(params(distiller), params(other))
-    seed0 = params(Distiller(nano()))
+    seed0 = params(Distiller.from_config(nano()))
     assert any(not torch.equal(seed0[k], v) for k, v in params(other).items())  # the seed changes the student
     # Same student, optimizer and data order: the next updates match the seed-7 engine bit for bit.
     distiller.train_steps(MIX, 3)
@@ -106,8 +106,35 @@ def test_initial_state_of_another_seed_is_that_seeds_fresh_run() -> None:
     assert_same(params(distiller), params(other))
 
 
+def test_initial_state_builds_a_student_not_a_second_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    distiller = Distiller.from_config(nano())
+    built: list[int] = []
+    monkeypatch.setattr(Distiller, "__init__", lambda *a, **k: built.append(1))
+    loads: list[int] = []
+    monkeypatch.setattr("arkd_env.engine.load_assets", lambda *a, **k: loads.append(1))
+    state = distiller.initial_state(3)
+    assert built == [] and loads == [] and state["seed"] == 3
+
+
+def test_engine_never_reads_or_moves_the_global_torch_rng() -> None:
+    distiller = Distiller.from_config(nano(on_policy_fraction=1.0))  # sampling on every update
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    state = distiller.snapshot()
+    distiller.train_steps(MIX, 2)
+    distiller.restore(state)
+    assert torch.equal(torch.get_rng_state(), before)
+    distiller.train_steps(MIX, 2)
+    after_train = params(distiller)
+    torch.manual_seed(999)  # another global state: the engine's updates must not change
+    distiller.restore(state)
+    distiller.train_steps(MIX, 2)
+    assert_same(after_train, params(distiller))
+
+
 def test_fused_and_chunked_paths_give_the_same_updates() -> None:
-    fused, chunked = Distiller(nano(loss_path="fused")), Distiller(nano(loss_path="chunked", chunk_size=7))
+    fused = Distiller.from_config(nano(loss_path="fused"))
+    chunked = Distiller.from_config(nano(loss_path="chunked", chunk_size=7))
     assert (fused.loss_path, chunked.loss_path) == ("fused", "chunked")
     a, b = fused.train_steps(MIX, 2), chunked.train_steps(MIX, 2)
     assert a.loss == pytest.approx(b.loss, rel=1e-5)
@@ -116,7 +143,7 @@ def test_fused_and_chunked_paths_give_the_same_updates() -> None:
 
 
 def test_teacher_cache_approximates_exact_divergences() -> None:
-    exact, cached = Distiller(nano()), Distiller(nano(teacher_cache=True, cache_top_k=64))
+    exact, cached = Distiller.from_config(nano()), Distiller.from_config(nano(teacher_cache=True, cache_top_k=64))
     a, b = exact.train_steps(MIX, 1), cached.train_steps(MIX, 1)
     # Merging the tail into one bucket can only lose information, so the cached values never exceed the exact
     # ones. Stated tolerance for the nano teacher (high entropy, so the worst case of our presets), top-64 of
@@ -128,7 +155,7 @@ def test_teacher_cache_approximates_exact_divergences() -> None:
 
 
 def test_non_finite_update_is_skipped_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
-    distiller = Distiller(nano(loss_path="chunked"))
+    distiller = Distiller.from_config(nano(loss_path="chunked"))
     before = params(distiller)
     original = losses.mixed_divergence
 
@@ -144,7 +171,7 @@ def test_non_finite_update_is_skipped_and_counted(monkeypatch: pytest.MonkeyPatc
 
 
 def test_unknown_component_and_bad_step_count() -> None:
-    distiller = Distiller(nano())
+    distiller = Distiller.from_config(nano())
     with pytest.raises(ValueError, match="unknown component 'fkll'"):
         distiller.train_steps({"fkll": 1.0}, 1)
     with pytest.raises(ValueError, match="n_steps=0"):
@@ -152,7 +179,7 @@ def test_unknown_component_and_bad_step_count() -> None:
 
 
 def test_features_are_in_range() -> None:
-    features = Distiller(nano()).train_steps(MIX, 1).features
+    features = Distiller.from_config(nano()).train_steps(MIX, 1).features
     for key in ("akl_head_ratio", "akl_tail_ratio", "top1_agreement", "progress"):
         assert 0.0 <= features[key] <= 1.0, key
     assert features["akl_head_ratio"] + features["akl_tail_ratio"] == pytest.approx(1.0, abs=1e-5)
@@ -160,7 +187,7 @@ def test_features_are_in_range() -> None:
 
 
 def test_saved_student_loads_with_from_pretrained(tmp_path: Path) -> None:
-    distiller = Distiller(nano())
+    distiller = Distiller.from_config(nano())
     distiller.train_steps(MIX, 1)
     folder = distiller.save_student(tmp_path / "student")
     loaded = AutoModelForCausalLM.from_pretrained(folder)
@@ -172,6 +199,6 @@ def test_saved_student_loads_with_from_pretrained(tmp_path: Path) -> None:
 
 
 def test_generation_metrics_cover_the_synthetic_suite() -> None:
-    metrics = Distiller(nano()).generation_metrics(8)
+    metrics = Distiller.from_config(nano()).generation_metrics(8)
     assert 0.0 <= metrics["rouge_l"] <= 100.0
     assert {"exact_match", "tail_coverage", "open_tvd"} <= set(metrics)

@@ -37,7 +37,7 @@ def _dolly_preset(tmp_path: Path, student_tokenizer: object | None = None) -> li
 
 def test_hub_preset_runs_offline_on_local_copies_in_the_same_format(tmp_path: Path) -> None:
     cfg = load_preset("gpt2-dolly", _dolly_preset(tmp_path)).engine
-    distiller = Distiller(cfg)
+    distiller = Distiller.from_config(cfg)
     assert distiller.data.source.endswith("dolly.jsonl") and len(distiller.data.val) == 8
     before = distiller.evaluate()["val_fkl"]
     report = distiller.train_steps({"fkl": 1.0}, 3)
@@ -49,7 +49,7 @@ def test_student_with_another_tokenizer_fails_before_training(tmp_path: Path) ->
     other = build_synthetic_tokenizer(["completely different words here"])
     cfg = load_preset("gpt2-dolly", _dolly_preset(tmp_path, student_tokenizer=other)).engine
     with pytest.raises(ValueError, match=r"vocab"):
-        Distiller(cfg)
+        Distiller.from_config(cfg)
 
 
 def test_prepare_builds_once_and_reuses_the_cache() -> None:
@@ -72,7 +72,7 @@ def test_smollm2_preset_distils_offline() -> None:
     cfg = load_preset("smollm2", ["engine.data.num_examples=64", "engine.data.val_size=8", "engine.eval_size=4",
                                   "engine.batch_size=2", "engine.data.max_length=64",
                                   "engine.data.max_prompt_length=48"]).engine
-    distiller = Distiller(cfg)
+    distiller = Distiller.from_config(cfg)
     assert distiller.vocab_size == 49152 and distiller.loss_path == "fused"
     report = distiller.train_steps({"fkl": 0.5, "rkl": 0.5}, 1)
     assert report.n_failed == 0 and math.isfinite(report.loss)

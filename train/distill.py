@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def evaluate_student(cfg: RunConfig, student_dir: Path) -> dict[str, float]:
     from transformers import AutoModelForCausalLM
 
     from arkd_env.assets import models
-    from arkd_env.assets.build import Assets, load_assets
+    from arkd_env.assets.build import load_assets
     from arkd_env.engine import Distiller
 
     if not student_dir.is_dir():
@@ -58,7 +59,6 @@ def evaluate_student(cfg: RunConfig, student_dir: Path) -> dict[str, float]:
                          "preset it was distilled on")
     if (student_dir / "tokenizer.json").is_file() or (student_dir / "tokenizer_config.json").is_file():
         models.check_tokenizers(assets.tokenizer, models.load_tokenizer(str(student_dir)))
-    injected = Assets(tokenizer=assets.tokenizer, teacher=assets.teacher, student=student.to(device),  # type: ignore[arg-type]
-                      data=assets.data, vocab_size=assets.vocab_size)
-    distiller = Distiller(cfg.engine, assets=injected, device=device)
+    student = student.to(device)  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
+    distiller = Distiller(cfg.engine, dataclasses.replace(assets, student=student), device=device)
     return {k: float(v) for k, v in distiller.evaluate(generate=True, held_out=True).items()}

@@ -8,9 +8,11 @@ interrupted `arkd prepare` never leaves a half-written teacher that a later run 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -158,13 +160,14 @@ def prepare(cfg: EngineConfig, device: torch.device | None = None, force: bool =
 
 @dataclass
 class Assets:
-    """Everything a Distiller is built from."""
+    """Everything a Distiller is built from: the shared teacher side, one student, and how to make more."""
 
     tokenizer: PreTrainedTokenizerBase
     teacher: PreTrainedModel
     student: PreTrainedModel
     data: DataBundle
     vocab_size: int
+    new_student: Callable[[int], PreTrainedModel]  # engine seed -> a fresh student initialised with it
 
 
 _TEACHER_SIDE: dict[str, TeacherSide] = {}
@@ -196,10 +199,17 @@ def _teacher_side(cfg: EngineConfig, device: torch.device) -> TeacherSide:
 def load_assets(cfg: EngineConfig, device: torch.device) -> Assets:
     """Tokenizer, frozen teacher, data and a fresh student (seeded by ``cfg.seed``), ready for distillation."""
     tokenizer, teacher, data = _teacher_side(cfg, device)
-    student = models.build_model(cfg.student, vocab_size=len(tokenizer), tokenizer=tokenizer, device=device,
-                                 teacher=teacher, seed=cfg.seed)
+    new_student = functools.partial(_build_student, cfg, tokenizer, teacher, device)
+    student = new_student(cfg.seed)
     if cfg.student.name_or_path is not None:  # a separately published student brings its own tokenizer
         models.check_tokenizers(tokenizer, models.load_tokenizer(cfg.student.name_or_path,
                                                                  trust_remote_code=cfg.student.trust_remote_code))
     vocab_size = models.align_vocab(teacher, student, tokenizer)
-    return Assets(tokenizer=tokenizer, teacher=teacher, student=student, data=data, vocab_size=vocab_size)
+    return Assets(tokenizer=tokenizer, teacher=teacher, student=student, data=data, vocab_size=vocab_size,
+                  new_student=new_student)
+
+
+def _build_student(cfg: EngineConfig, tokenizer: PreTrainedTokenizerBase, teacher: PreTrainedModel,
+                   device: torch.device, seed: int) -> PreTrainedModel:
+    return models.build_model(cfg.student, vocab_size=len(tokenizer), tokenizer=tokenizer, device=device,
+                              teacher=teacher, seed=seed)

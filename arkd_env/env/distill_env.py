@@ -139,7 +139,7 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         self.engine_config = engine or loaded.engine
         self.config = env_config or loaded.env
         self.render_mode = render_mode
-        self.distiller = Distiller(self.engine_config)
+        self.distiller = Distiller.from_config(self.engine_config)
         self.action_mode = self.config.action_mode
         self.component_names = self._components()
         self.feature_names = list(self.config.features or DEFAULT_FEATURES) + [f"w_{c}" for c in self.component_names]
