@@ -3,9 +3,11 @@ from __future__ import annotations
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from _nano import nano_env
 from _toy_env import ToyDistillEnv, single_torch_thread  # noqa: F401 (autouse fixture)
 from stable_baselines3 import PPO
@@ -25,12 +27,24 @@ TINY_HPARAMS = {
 }
 
 
+def parameters(agent: Any) -> dict[str, torch.Tensor]:
+    """A copy of every tensor of the agent's policy (actor, critics and their targets)."""
+    return {k: v.detach().clone() for k, v in agent.policy.state_dict().items()}
+
+
+def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> list[str]:
+    assert before.keys() == after.keys()
+    return [k for k in before if not torch.equal(before[k], after[k])]
+
+
 @pytest.mark.parametrize("name", list(ALGORITHMS))
 def test_every_registered_agent_learns_a_few_steps_on_nano(name: str) -> None:
     env = nano_env("mix")
     agent = make_agent(name, env, TINY_HPARAMS[name], preset="nano", seed=0)
+    before = parameters(agent)
     agent.learn(2)
     assert agent.num_timesteps == 2
+    assert changed(before, parameters(agent)), f"{name}: learn(2) left every policy parameter as it was"
     obs, _ = env.reset()
     action, _ = agent.predict(obs, deterministic=True)
     assert env.action_space.contains(np.asarray(action, dtype=np.float32))
@@ -55,7 +69,8 @@ def test_defaults_come_from_yaml_and_overrides_apply() -> None:
     env = ToyDistillEnv("mix")
     ppo = make_agent("ppo", env, preset="nano")
     assert (ppo.n_steps, ppo.batch_size, ppo.n_epochs) == (4, 4, 2)
-    assert ppo.policy.net_arch == [32, 32] or ppo.policy_kwargs["net_arch"] == [32, 32]
+    assert ppo.policy_kwargs["net_arch"] == [32, 32]  # from agents' nano defaults
+    assert ppo.policy.net_arch == [32, 32]  # and handed on to the policy that is built
     tuned = make_agent("ppo", env, {"n_steps": 8, "policy_kwargs.net_arch": [16]}, preset="nano")
     assert tuned.n_steps == 8 and tuned.policy_kwargs["net_arch"] == [16]
     td3 = make_agent("td3", env)
@@ -86,8 +101,9 @@ def test_user_class_by_import_path_trains(monkeypatch: pytest.MonkeyPatch, tmp_p
     loaded = load_agent(tmp_path / "user.json", env, algo="_user_algo:ConstantSearch")
     assert np.allclose(loaded.predict(env.reset()[0])[0], agent.best)
     sb3_by_path = make_agent("stable_baselines3:A2C", env, {"n_steps": 2})
+    before = parameters(sb3_by_path)
     sb3_by_path.learn(2)
-    assert sb3_by_path.num_timesteps == 2
+    assert sb3_by_path.num_timesteps == 2 and changed(before, parameters(sb3_by_path))
 
 
 @pytest.mark.parametrize(("target", "message"), [

@@ -2,8 +2,8 @@
 the file, key or value at fault, with no traceback and nothing left in the output folder.
 
 Every case builds its inputs in a fresh folder and runs the real command line (``train.cli.main``, the entry
-point of the `arkd` script) in-process; ``test_bad_input_in_a_subprocess`` runs two of them as real processes.
-Bad actions, which only Python code can send, are at the end.
+point of the `arkd` script) in-process; ``test_bad_input_in_a_subprocess`` runs three of them as real processes,
+and ``--debug`` shows the traceback instead. Bad actions, which only Python code can send, are at the end.
 """
 
 from __future__ import annotations
@@ -152,9 +152,11 @@ CASES: dict[str, Case] = {
     "config-file-missing": lambda d: ([*TRAIN, "--config", str(d / "none.yaml")], ["none.yaml", "not found"]),
     "unknown-key-in-file": lambda d: (_config(d, "engine:\n  lr_typo: 0.1\n"), ["bad.yaml", "engine.lr_typo"]),
     "unknown-key-set": lambda _: ([*TRAIN, "--set", "env.horizn=3"], ["unknown key 'env.horizn'"]),
+    "set-without-equals": lambda _: ([*TRAIN, "--set", "nokey"], ["'nokey'", "expected key=value"]),
     "unknown-section-set": lambda _: ([*TRAIN, "--set", "engin.lr=0.1"], ["unknown section 'engin'"]),
     "wrong-type-in-file": lambda d: (_config(d, "engine:\n  lr: fast\n"), ["bad.yaml", "engine.lr", "'fast'"]),
     "wrong-type-set": lambda _: ([*TRAIN, "--set", "env.horizon=abc"], ["env.horizon", "expected an integer"]),
+    "wrong-type-set-number": lambda _: ([*TRAIN, "--set", "engine.lr=abc"], ["engine.lr: expected a number"]),
     "list-for-number": lambda _: ([*TRAIN, "--set", "engine.batch_size=[8]"], ["engine.batch_size", "[8]"]),
     "negative-lr": lambda _: ([*TRAIN, "--set", "engine.lr=-1e-3"], ["lr=-0.001", "must be > 0"]),
     "temperature-0": lambda _: ([*TRAIN, "--set", "engine.temperature=0"], ["temperature=0.0", "must be > 0"]),
@@ -165,7 +167,17 @@ CASES: dict[str, Case] = {
     "mu-0": lambda _: ([*TRAIN, "--set", "engine.akl_mu=0"], ["akl_mu=0.0", "(0, 1)"]),
     "mu-negative": lambda _: ([*TRAIN, "--set", "engine.akl_mu=-0.5"], ["akl_mu=-0.5", "(0, 1)"]),
     "timesteps-0": lambda _: ([*TRAIN, "--timesteps", "0"], ["run.timesteps=0"]),
+    "unknown-preset": lambda _: (["train", "--preset", "nope"], ["unknown preset 'nope'"]),
     "unknown-preset-path": lambda _: (["train", "--preset", "../../etc/passwd"], ["unknown preset"]),
+    # command-line flags
+    "unknown-flag": lambda _: (["train", "--presett", "nano"], ["unrecognized arguments", "--presett"]),
+    "unknown-algorithm": lambda _: ([*TRAIN, "--algo", "dqnx"], ["unknown algorithm 'dqnx'"]),
+    "box-only-algo-binary": lambda _: ([*TRAIN, "--algo", "sac", "--set", "env.action_mode=binary"],
+                                       ["sac", "continuous actions"]),
+    "box-only-algo-grid": lambda _: ([*TRAIN, "--algo", "sac", "--set", "env.action_mode=grid"],
+                                     ["action_mode=grid is Discrete"]),
+    "compare-seeds-not-numbers": lambda _: (["compare", "--preset", "nano", "--policies", "fkl", "--seeds", "x"],
+                                            ["--seeds 'x'"]),
     # data files
     "data-missing": lambda d: ([*DISTILL, "--set", f"engine.data.source={d / 'nope.jsonl'}"],
                                ["nope.jsonl", "data file not found"]),
@@ -188,6 +200,15 @@ CASES: dict[str, Case] = {
     "policy-corrupt-entry": _corrupt_policy_entry,
     "policy-missing": lambda d: (["distill", "--preset", "nano", "--policy", str(d / "p.zip")],
                                  ["p.zip", "no such policy file"]),
+    "policy-baseline-misspelt": lambda _: (["distill", "--preset", "nano", "--policy", "phase:0.2/1"],
+                                           ["phase:0.2/1", "not a baseline: fkl, rkl, fixed:<alpha>, "
+                                            "linear:<a>-><b>, cosine, phases:<a>/<b>/..."]),
+    "policy-alpha-out-of-range": lambda _: (["distill", "--preset", "nano", "--policy", "fixed:1.5"],
+                                            ["must lie in [0, 1]"]),
+    "policy-linear-one-value": lambda _: (["distill", "--preset", "nano", "--policy", "linear:1"],
+                                          ["expected linear:<a>-><b>"]),
+    "compare-policy-missing": lambda d: (["compare", "--preset", "nano", "--policies", f"fkl,{d / 'nope.zip'}"],
+                                         [f"{d / 'nope.zip'}: no such policy file"]),
     "checkpoint-corrupt": _corrupt_checkpoint,
     "run-folder-newer-format": lambda d: (["train", "--resume", str(_run_folder(d, '{"format": 99}'))],
                                           ["run folder format 99", "this ARKD reads 1"]),
@@ -197,7 +218,11 @@ CASES: dict[str, Case] = {
         ["train", "--resume", str(_run_folder(d, config_extra="added_later: {x: 1}\n"))],
         ["config.yaml", "unknown key 'added_later'"]),
     "run-folder-missing": lambda d: (["train", "--resume", str(d / "gone")], ["gone", "run folder not found"]),
+    "resume-changes-settings": lambda d: (["train", "--resume", str(_run_folder(d)), "--algo", "sac"],
+                                          ["--algo cannot change it", "only --timesteps can"]),
     "student-not-a-model": lambda d: (["evaluate", str(d), "--preset", "nano"], [str(d), "no config.json"]),
+    "student-folder-missing": lambda d: (["evaluate", str(d / "gone"), "--preset", "nano"],
+                                         ["gone", "student folder not found"]),
     # devices
     "device-unknown": lambda _: ([*TRAIN, "--set", "engine.device=tpu"], ["device='tpu'"]),
     "device-missing-engine": lambda _: ([*TRAIN, "--set", "engine.device=cuda:7"], ["engine.device='cuda:7'"]),
@@ -222,8 +247,12 @@ def _hide_package(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
 
 
-def test_corpus_is_large_enough() -> None:
-    assert len(CASES) >= 20
+def _exit_status(argv: list[str]) -> int:
+    """``main(argv)``, or the status of the SystemExit that argparse raises for a bad flag."""
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return int(stop.code or 0)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -238,11 +267,12 @@ def test_bad_input(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     inputs, out = tmp_path / "inputs", tmp_path / "out"
     inputs.mkdir()
     argv, fragments = CASES[case](inputs)
+    assert fragments, "a case must name what its error line holds"
     before = sorted(inputs.rglob("*"))
     if argv[0] != "evaluate":
         argv = [*argv, "--output-dir", str(out)]
     capsys.readouterr()
-    assert main(argv) == 2
+    assert _exit_status(argv) == 2
     line = one_error_line(capsys.readouterr().err)
     for fragment in fragments:
         assert fragment in line, line
@@ -251,7 +281,7 @@ def test_bad_input(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["jsonl-broken-line", "run-folder-newer-format"])
+@pytest.mark.parametrize("case", ["jsonl-broken-line", "run-folder-newer-format", "policy-linear-one-value"])
 def test_bad_input_in_a_subprocess(case: str, tmp_path: Path) -> None:
     """The real `arkd` process: exit status 2, one line, no traceback, no output folder."""
     argv, fragments = CASES[case](tmp_path)
@@ -260,6 +290,12 @@ def test_bad_input_in_a_subprocess(case: str, tmp_path: Path) -> None:
     line = one_error_line(done.stderr)
     assert all(f in line for f in fragments), line
     assert not (tmp_path / "out").exists()
+
+
+def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """With --debug a bad input is not turned into one line: the exception itself comes out."""
+    with pytest.raises(ValueError, match="unknown algorithm 'dqnx'"):
+        main([*TRAIN, "--algo", "dqnx", "--debug"])
 
 
 # ---------------------------------------------------------------------------------------------- actions

@@ -68,3 +68,17 @@ def test_disk_full_while_replacing_the_policy_keeps_the_old_one(tmp_path: Path, 
     with pytest.raises(OSError, match="No space left"):
         save_policy(model, tmp_path)
     assert first.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["policy.zip"]
+
+
+def test_disk_full_before_the_run_folder_is_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from train import runs
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
+
+    monkeypatch.setattr(runs, "create_run_dir", full)
+    assert main(["train", "--preset", "nano", "--output-dir", str(tmp_path)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "No space left on device" in line and str(tmp_path / "x") in line
+    assert not list(tmp_path.iterdir())
