@@ -20,7 +20,7 @@ Specs understood by :func:`make_baseline`:
   loss; needs the env built with :data:`AKL_ENV_OVERRIDES` (see :func:`baseline_env_overrides`)
 - ``sft``: weight 1 on the ``ce`` component, i.e. supervised fine-tuning on the reference responses with
   no teacher term (the SFT baseline of the MiniLLM line of work); needs :data:`SFT_ENV_OVERRIDES`
-- ``greedy``: one-step lookahead over candidate α, see :class:`agents.greedy.GreedyPolicy`;
+- ``greedy``: one-step lookahead over candidate α, see :class:`GreedyPolicy` and :mod:`agents.greedy`;
   ``greedy:<a>/<b>/...`` names the candidates (default 0/0.25/0.5/0.75/1)
 - ``random``: a uniformly drawn action each step (seeded with the ``seed`` option)
 """
@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,15 +38,17 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from agents.env_access import EnvView
+from agents.env_access import protocol_envs, require_lookahead
+from agents.greedy import DEFAULT_CANDIDATES, greedy_choice
 from agents.spaces import check_spaces, space_from_json, space_to_json
+from arkd_env.env.actions import alpha_to_weights
+from arkd_env.env.protocol import WeightingEnv
 
 BASELINE_NAMES = ["fkl", "rkl", "fixed:<alpha>", "linear:<a>-><b>", "cosine", "phases:<a>/<b>/...", "akl", "sft",
                   "greedy",
                   "greedy:<a>/<b>/...", "random"]
 _PLAIN = {"fkl", "rkl", "cosine", "akl", "sft", "greedy", "random"}
 _PREFIXED = ("fixed:", "linear:", "phases:", "greedy:")
-HEAD_TAIL = ("fkl_head", "fkl_tail", "rkl_head", "rkl_tail")
 AKL_ENV_OVERRIDES: dict[str, Any] = {"action_mode": "simplex", "simplex_components": ["akl"]}
 SFT_ENV_OVERRIDES: dict[str, Any] = {"action_mode": "simplex", "simplex_components": ["ce"]}
 SAVE_FILE = "baseline.json"
@@ -63,21 +65,6 @@ def baseline_env_overrides(spec: str) -> dict[str, Any]:
     if text == "akl":
         return dict(AKL_ENV_OVERRIDES)
     return dict(SFT_ENV_OVERRIDES) if text == "sft" else {}
-
-
-def alpha_to_weights(alpha: float, component_names: list[str], action_mode: str) -> dict[str, float]:
-    """The component weights meaning "α on forward KL, 1 - α on reverse KL" for this env."""
-    names = set(component_names)
-    if action_mode == "binary":
-        alpha = 1.0 if alpha >= 0.5 else 0.0
-    if names == set(HEAD_TAIL):
-        return {"fkl_head": alpha, "fkl_tail": alpha, "rkl_head": 1.0 - alpha, "rkl_tail": 1.0 - alpha}
-    if {"fkl", "rkl"} <= names:
-        weights = dict.fromkeys(component_names, 0.0)
-        weights.update(fkl=alpha, rkl=1.0 - alpha)
-        return weights
-    raise ValueError(f"an α-weighting needs components fkl and rkl (or the head_tail four); this env "
-                     f"weights {component_names}")
 
 
 def _parse_unit(spec: str, text: str) -> float:
@@ -105,7 +92,8 @@ class BaselinePolicy:
         self.num_timesteps = 0
         self.observation_space: gym.Space | None = None
         self.action_space: gym.Space | None = None
-        self._view: EnvView | None = None
+        self._env: Any = None  # as handed in (wrapped, vectorised), for get_env
+        self._envs: list[WeightingEnv] = []  # the protocol env behind each VecEnv slot
         self._progress_index: int | None = None
         self._cache: dict[tuple[tuple[str, float], ...], Any] = {}
         if env is not None:
@@ -117,32 +105,34 @@ class BaselinePolicy:
         del force_reset  # accepted for SB3 compatibility; a baseline keeps no rollout state
         if self.observation_space is not None:
             check_spaces(self, env)
-        self._view = EnvView(env)
+        self._envs = protocol_envs(env)
+        self._env = env
         self.observation_space = env.observation_space
         self.action_space = env.action_space
         self._cache.clear()
-        names = self._view.feature_names
+        names = self.target.feature_names
         self._progress_index = names.index("progress") if "progress" in names else None
-        self._check_env(self._view)
+        self._check_env(self.target)
 
-    def _check_env(self, view: EnvView) -> None:
+    def _check_env(self, target: WeightingEnv) -> None:
         """Fail at construction, not at the first step, when the env cannot host this policy."""
         self.weights_at(0.0)
 
     def get_env(self) -> Any:
-        return None if self._view is None else self._view.env
+        return self._env
 
     @property
-    def view(self) -> EnvView:
-        if self._view is None:
+    def target(self) -> WeightingEnv:
+        """The env this policy acts in (the first VecEnv slot: all slots share one configuration)."""
+        if not self._envs:
             raise ValueError(f"baseline {self.spec!r} has no env: load it with "
                              "BaselinePolicy.load(path, env=env) or call set_env(env)")
-        return self._view
+        return self._envs[0]
 
     def progress(self, row: np.ndarray) -> float:
         if self._progress_index is None:
             raise ValueError(f"baseline {self.spec!r} needs the 'progress' feature, absent from the env's "
-                             f"features {self.view.feature_names}")
+                             f"features {self.target.feature_names}")
         return float(row[self._progress_index])
 
     # Acting -------------------------------------------------------------------------------
@@ -152,7 +142,7 @@ class BaselinePolicy:
     def _action_for(self, weights: Mapping[str, float]) -> Any:
         key = tuple(sorted((k, float(v)) for k, v in weights.items()))
         if key not in self._cache:
-            self._cache[key] = self.view.weights_to_action(weights)
+            self._cache[key] = self.target.weights_to_action(weights)
         return self._cache[key]
 
     def _act_row(self, row: np.ndarray, index: int) -> Any:
@@ -164,18 +154,18 @@ class BaselinePolicy:
                 deterministic: bool = True) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """Actions for one observation (shape of the observation space) or a VecEnv batch."""
         del episode_start, deterministic  # baselines are memoryless; `random` is random either way
-        view = self.view
+        target = self.target
         obs = np.asarray(observation)
-        shape = view.observation_space.shape or ()
+        shape = target.observation_space.shape or ()
         if obs.shape == tuple(shape):
             return self._stack([self._act_row(obs, 0)])[0], state
         if obs.shape[1:] == tuple(shape):
             return self._stack([self._act_row(row, i) for i, row in enumerate(obs)]), state
         raise ValueError(f"observation of shape {obs.shape} fits neither the observation space "
-                         f"{view.observation_space} nor a batch of it")
+                         f"{target.observation_space} nor a batch of it")
 
     def _stack(self, actions: list[Any]) -> np.ndarray:
-        space = self.view.action_space
+        space = self.target.action_space
         if isinstance(space, spaces.Discrete):
             return np.asarray([int(a) for a in actions], dtype=np.int64)
         return np.stack([np.asarray(a, dtype=space.dtype).reshape(space.shape) for a in actions])
@@ -230,11 +220,11 @@ class AlphaPolicy(BaselinePolicy):
         self.start, self.end, self.shape, self.phases = start, end, shape, phases
         super().__init__(spec, env, **options)
 
-    def _check_env(self, view: EnvView) -> None:
+    def _check_env(self, target: WeightingEnv) -> None:
         if self.shape != "constant" and self._progress_index is None:
             raise ValueError(f"baseline {self.spec!r} needs the 'progress' feature, absent from the env's "
-                             f"features {view.feature_names}")
-        super()._check_env(view)
+                             f"features {target.feature_names}")
+        super()._check_env(target)
 
     def alpha(self, progress: float) -> float:
         p = min(max(progress, 0.0), 1.0)
@@ -249,7 +239,7 @@ class AlphaPolicy(BaselinePolicy):
         return self.start
 
     def weights_at(self, progress: float) -> dict[str, float]:
-        return alpha_to_weights(self.alpha(progress), self.view.component_names, self.view.action_mode)
+        return alpha_to_weights(self.alpha(progress), self.target.component_names, self.target.action_mode)
 
     def _act_row(self, row: np.ndarray, index: int) -> Any:
         progress = 0.0 if self.shape == "constant" else self.progress(row)
@@ -261,10 +251,10 @@ class SingleComponentPolicy(BaselinePolicy):
 
     component: ClassVar[str] = ""
 
-    def _check_env(self, view: EnvView) -> None:
-        if view.component_names != [self.component]:
+    def _check_env(self, target: WeightingEnv) -> None:
+        if target.component_names != [self.component]:
             raise ValueError(f"baseline {self.spec!r} needs the env built with {self.env_overrides} (see agents."
-                             f"baselines.baseline_env_overrides); this env weights {view.component_names}")
+                             f"baselines.baseline_env_overrides); this env weights {target.component_names}")
 
     def weights_at(self, progress: float) -> dict[str, float]:
         return {self.component: 1.0}
@@ -294,19 +284,56 @@ class RandomPolicy(BaselinePolicy):
         self.rng = np.random.default_rng(seed)
         super().__init__(spec, env, seed=seed)
 
-    def _check_env(self, view: EnvView) -> None:
-        space = view.action_space
+    def _check_env(self, target: WeightingEnv) -> None:
+        space = target.action_space
         if isinstance(space, spaces.Box) and not np.all(np.isfinite([space.low, space.high])):
             raise ValueError(f"baseline 'random' needs a bounded action space, got {space}")
         if not isinstance(space, spaces.Box | spaces.Discrete):
             raise ValueError(f"baseline 'random' supports Box and Discrete actions, got {space}")
 
     def _act_row(self, row: np.ndarray, index: int) -> Any:
-        space = self.view.action_space
+        space = self.target.action_space
         if isinstance(space, spaces.Discrete):
             return int(space.start) + int(self.rng.integers(int(space.n)))
         assert isinstance(space, spaces.Box)
         return self.rng.uniform(space.low, space.high).astype(space.dtype)
+
+
+class GreedyPolicy(BaselinePolicy):
+    """Picks, at each step, the candidate α with the best validation metric after a probe (agents.greedy).
+
+    Options: ``candidates`` (α values in [0, 1]), ``probe_steps`` (updates per probe; default the env's
+    ``updates_per_step``), ``metric`` (default the env's ``reward_metric``) and ``maximize`` (default: the
+    metric's own direction, see arkd_env.eval.direction).
+    """
+
+    def __init__(self, spec: str, env: Any = None, candidates: Sequence[float] = DEFAULT_CANDIDATES,
+                 probe_steps: int | None = None, metric: str | None = None,
+                 maximize: bool | None = None) -> None:
+        values = [float(c) for c in candidates]
+        if not values or any(not 0.0 <= c <= 1.0 for c in values):
+            raise ValueError(f"baseline 'greedy': candidates {list(candidates)} must be α values in [0, 1]")
+        if probe_steps is not None and probe_steps < 1:
+            raise ValueError(f"baseline 'greedy': probe_steps={probe_steps} must be >= 1")
+        self.candidates = values
+        self.probe_steps = probe_steps
+        self.metric = metric
+        self.maximize = maximize
+        self.last_scores: dict[float, float] = {}  # candidate α -> score of the last probe, for logging
+        super().__init__(spec, env, candidates=values, probe_steps=probe_steps, metric=metric,
+                         maximize=maximize)
+
+    def _check_env(self, target: WeightingEnv) -> None:
+        for env in self._envs:
+            require_lookahead(env, "baseline 'greedy'")
+
+    def _act_row(self, row: np.ndarray, index: int) -> Any:
+        env = require_lookahead(self._envs[index], "baseline 'greedy'")
+        best, self.last_scores = greedy_choice(env, self.candidates, self.probe_steps, self.metric, self.maximize)
+        return self._action_for(alpha_to_weights(best, env.component_names, env.action_mode))
+
+    def weights_at(self, progress: float) -> dict[str, float]:
+        raise ValueError("the greedy baseline chooses its weights by probing the env, not by progress")
 
 
 def _no_options(spec: str, options: Mapping[str, Any]) -> None:
@@ -364,8 +391,6 @@ def make_baseline(spec: str, env: Any, **options: Any) -> BaselinePolicy:
             raise ValueError(f"baseline 'random' takes only the option seed, got {', '.join(unknown)}")
         return RandomPolicy(text, env, **options)
     if text == "greedy" or text.startswith("greedy:"):
-        from agents.greedy import GreedyPolicy  # here: greedy.py imports this module
-
         if text.startswith("greedy:"):
             listed = [_parse_unit(spec, part) for part in text.removeprefix("greedy:").split("/")]
             options = {**options, "candidates": listed}

@@ -1,9 +1,10 @@
 """Small stand-ins for DistillEnv used by the agents tests (import from tests/, not a test module).
 
-ToyDistillEnv has the DistillEnv attributes agents rely on (feature_names with "progress",
-component_names, action_mode, action_to_weights/weights_to_action, distiller, updates_per_step,
-reward_metric) with arithmetic instead of a model, so its best weighting is known by hand:
-each update changes val_fkl by (α - target)² - 0.01 where α is the forward-KL weight.
+ToyDistillEnv is a user's own env: it implements the declared agent protocol
+(arkd_env.env.protocol.LookaheadEnv: feature_names with "progress", component_names, action_mode,
+action_to_weights/weights_to_action, updates_per_step, reward_metric, probe) and nothing else of DistillEnv,
+with arithmetic instead of a model, so its best weighting is known by hand: each update changes val_fkl by
+(α - target)² - 0.01 where α is the forward-KL weight.
 
 StepBandit is a 3-step bandit for REINFORCE credit assignment: the observation is the one-hot
 step index and the reward of step t depends only on the action of step t.
@@ -11,23 +12,12 @@ step index and the reward of step t depends only on the action of step t.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import pytest
-import torch
 from gymnasium import spaces
-
-
-@pytest.fixture(autouse=True)
-def single_torch_thread() -> Iterator[None]:
-    """Tiny networks run an order of magnitude faster on one thread when the cores are busy."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 COMPONENTS = {"mix": ["fkl", "rkl"], "binary": ["fkl", "rkl"],
               "head_tail": ["fkl_head", "fkl_tail", "rkl_head", "rkl_tail"]}
@@ -98,6 +88,15 @@ class ToyDistillEnv(gym.Env):
         if self.action_mode == "mix":
             return np.array([2 * weights["fkl"] - 1], dtype=np.float32)
         return np.array([2 * weights[n] - 1 for n in self.component_names], dtype=np.float32)
+
+    def probe(self, weights: Mapping[str, float], updates: int | None = None,
+              generate: bool = False) -> dict[str, float]:
+        state = self.distiller.snapshot()
+        try:
+            self.distiller.train_steps(weights, updates or self.updates_per_step)
+            return self.distiller.evaluate(generate)
+        finally:
+            self.distiller.restore(state)
 
     def _obs(self) -> np.ndarray:
         return np.array([self.t / self.horizon, self.distiller.val, 1.0], dtype=np.float32)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _toy_env import ToyDistillEnv, single_torch_thread  # noqa: F401 (autouse fixture)
+from _toy_env import ToyDistillEnv
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents.baselines import AKL_ENV_OVERRIDES, BaselinePolicy, baseline_env_overrides, make_baseline

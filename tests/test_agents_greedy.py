@@ -4,11 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _toy_env import ToyDistillEnv, single_torch_thread  # noqa: F401 (autouse fixture)
+from _toy_env import ToyDistillEnv
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agents.baselines import make_baseline
-from agents.greedy import GreedyPolicy
+from agents.baselines import GreedyPolicy, make_baseline
 
 
 def obs() -> np.ndarray:
@@ -69,16 +68,25 @@ def test_greedy_on_a_vec_env_uses_each_slots_distiller() -> None:
     assert actions[:, 0].tolist() == pytest.approx([-1.0, 1.0])  # α = 0 and α = 1
 
 
-def test_greedy_needs_a_distiller() -> None:
+def test_greedy_needs_an_env_that_can_probe() -> None:
     from _toy_env import StepBandit
 
-    class NoDistiller(StepBandit):
+    class NoProbe(StepBandit):
         feature_names = ["a", "b", "c"]  # noqa: RUF012
         component_names = ["fkl", "rkl"]  # noqa: RUF012
         action_mode = "binary"
 
-    with pytest.raises(ValueError, match="needs an env with a `distiller`"):
-        make_baseline("greedy", NoDistiller())
+        def action_to_weights(self, action: int) -> dict[str, float]:
+            return {"fkl": 1.0 - action, "rkl": float(action)}
+
+        def weights_to_action(self, weights: dict[str, float]) -> int:
+            return int(weights["rkl"] > weights["fkl"])
+
+    assert make_baseline("fkl", NoProbe()).predict(obs())[0] == 0  # a plain WeightingEnv hosts the schedules
+    with pytest.raises(ValueError, match=r"needs an env that can probe.*lacks probe, reward_metric, updates_per_step"):
+        make_baseline("greedy", NoProbe())
+    with pytest.raises(ValueError, match=r"does not implement the weighting protocol.*action_mode"):
+        make_baseline("fkl", StepBandit())
 
 
 def test_greedy_on_the_nano_env_leaves_the_student_unchanged() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from _nano import nano_env
-from _toy_env import ToyDistillEnv, single_torch_thread  # noqa: F401 (autouse fixture)
+from _toy_env import ToyDistillEnv
 from stable_baselines3 import PPO
 
 from agents.baselines import BaselinePolicy

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch as th
-from _toy_env import StepBandit, ToyDistillEnv, single_torch_thread  # noqa: F401 (autouse fixture)
+from _toy_env import StepBandit, ToyDistillEnv
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 

@@ -64,3 +64,25 @@ def test_disk_full_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: Any) -
     latest = checkpoints.latest(tmp_path)
     assert latest is not None
     assert zipfile.is_zipfile(latest / "model.zip")
+
+
+def test_reward_normalizer_statistics_survive_a_checkpoint(tmp_path: Path) -> None:
+    from _toy_env import ToyDistillEnv
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+    from arkd_env.env.wrappers import normalize_vec_rewards
+
+    def venv() -> Any:
+        return normalize_vec_rewards(VecMonitor(DummyVecEnv([lambda: ToyDistillEnv("mix")])))
+
+    model = PPO("MlpPolicy", venv(), n_steps=8, batch_size=8, n_epochs=1, seed=0)
+    model.learn(8)
+    stats = model.get_vec_normalize_env().ret_rms
+    assert stats.count > 1  # it saw rewards
+    folder = checkpoints.save(model, tmp_path)
+    assert json.loads((folder / checkpoints.NORMALIZER_FILE).read_text())["var"] == pytest.approx(float(stats.var))
+    resumed = checkpoints.load(folder, venv(), device="cpu")
+    restored = resumed.get_vec_normalize_env().ret_rms
+    assert (float(restored.mean), float(restored.var), restored.count) == \
+        pytest.approx((float(stats.mean), float(stats.var), stats.count))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -281,3 +282,28 @@ def test_gymnasium_vector_envs(asynchronous: bool) -> None:
         assert truncated.all()
     finally:
         vec.close()
+
+
+def test_reward_normalisation_is_a_wrapper_added_by_make() -> None:
+    from gymnasium.wrappers import NormalizeReward
+
+    def rewards(env: Any) -> list[float]:
+        env.reset(seed=0)
+        action = env.unwrapped.weights_to_action({"fkl": 0.5, "rkl": 0.5})
+        return [float(env.step(action)[1]) for _ in range(2)]
+
+    plain = gym.make("arkd_env/Distill-v0", preset="nano", horizon=2, updates_per_step=1)
+    scaled = gym.make("arkd_env/Distill-v0", preset="nano", horizon=2, updates_per_step=1, normalize_reward=True)
+    assert not any(isinstance(w, NormalizeReward) for w in _wrappers(plain))
+    assert any(isinstance(w, NormalizeReward) for w in _wrappers(scaled))
+    raw, normalised = rewards(plain), rewards(scaled)
+    assert raw != pytest.approx(normalised)
+    assert rewards(scaled.unwrapped) == pytest.approx(raw)  # the env itself never rescales
+
+
+def _wrappers(env: Any) -> list[Any]:
+    found = []
+    while hasattr(env, "env"):
+        found.append(env)
+        env = env.env
+    return found

@@ -1,7 +1,8 @@
 """Atomic checkpoints of a learning agent and finding the latest complete one.
 
 A checkpoint is a folder ``checkpoints/step_<N>/`` holding ``model.zip`` (the agent, incl. its
-``num_timesteps``), ``replay_buffer.pkl`` for off-policy agents and ``state.json`` (written last). It is
+``num_timesteps``), ``replay_buffer.pkl`` for off-policy agents, ``reward_normalizer.json`` (the VecNormalize
+statistics) when rewards are normalised, and ``state.json``. It is
 assembled in a hidden temporary folder and renamed into place (arkd_env.atomic), so a process killed
 at any moment (SIGKILL included) leaves either the complete folder or none; leftovers of interrupted
 writes are hidden folders that :func:`latest` ignores and :func:`clean_partial` removes.
@@ -21,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from arkd_env.atomic import atomic_path, remove_leftovers
+from arkd_env.env.wrappers import normalizer_state, restore_normalizer
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_FILE = "model.zip"
 BUFFER_FILE = "replay_buffer.pkl"
 STATE_FILE = "state.json"
+NORMALIZER_FILE = "reward_normalizer.json"  # VecNormalize statistics, when env.normalize_reward is on
 _STEP = re.compile(r"^step_(\d+)$")
 
 
@@ -50,6 +53,9 @@ def save(model: Any, run_dir: Path, keep: int = 2, extra: dict[str, Any] | None 
         save_agent(model, staging / MODEL_FILE)
         if hasattr(model, "save_replay_buffer") and getattr(model, "replay_buffer", None) is not None:
             model.save_replay_buffer(staging / BUFFER_FILE)
+        normalizer = normalizer_state(model)
+        if normalizer is not None:
+            (staging / NORMALIZER_FILE).write_text(json.dumps(normalizer))
         state = {"num_timesteps": step, "time": time.time(), **(extra or {})}
         (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
     prune(root, keep)
@@ -97,6 +103,12 @@ def load(folder: Path, env: Any, device: str = "auto") -> Any:
             model.load_replay_buffer(buffer)
         except Exception as err:  # a damaged pickle raises many types
             raise ValueError(f"{buffer}: not a readable replay buffer ({type(err).__name__}: {err}){hint}") from None
+    normalizer = folder / NORMALIZER_FILE
+    if normalizer.is_file():
+        try:
+            restore_normalizer(model, json.loads(normalizer.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{normalizer}: not readable reward-normalisation statistics ({err}){hint}") from None
     if hasattr(model, "_last_obs"):
         model._last_obs = None  # a resumed run starts a fresh episode on the fresh envs
     return model

@@ -27,26 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from arkd_env.eval import stats
+from arkd_env.eval.direction import direction
 from train import plots
 from train.config import RunConfig
 from train.episode import EpisodeResult, check_played, label, play
 from train.progress import track
 from train.runs import sanitize, write_json
-
-HIGHER_IS_BETTER = ("episode_return", "rouge_l", "exact_match", "tail_coverage")
-LOWER_IS_BETTER = ("val_", "test_", "open_kl", "open_tvd", "invalid_rate")
-NO_RANKING = ("n_deterministic", "n_open", "true_tail_share", "tail_share")
-
-
-def direction(metric: str) -> int:
-    """+1 when larger is better, -1 when smaller is better, 0 for descriptive columns."""
-    if metric in NO_RANKING:
-        return 0
-    if metric.startswith(HIGHER_IS_BETTER):
-        return 1
-    if metric.startswith(LOWER_IS_BETTER):
-        return -1
-    return 0
 
 
 @dataclass

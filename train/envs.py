@@ -9,6 +9,7 @@ from typing import Any
 import gymnasium as gym
 
 from arkd_env.config import EngineConfig, EnvConfig
+from arkd_env.env.wrappers import normalize_vec_rewards
 from train.config import RunConfig
 
 ENV_ID = "arkd_env/Distill-v0"
@@ -41,10 +42,12 @@ def vec_kind(cfg: RunConfig) -> str:
 
 
 def make_vec_env(cfg: RunConfig) -> Any:
-    """The VecEnv the agent learns on (wrapped in VecMonitor for episode returns)."""
+    """The VecEnv the agent learns on: VecMonitor for episode returns, VecNormalize when rewards are normalised."""
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
 
-    fns = [functools.partial(make_env, cfg.preset, cfg.engine, cfg.env) for _ in range(cfg.agent.n_envs)]
+    # Rewards are normalised once, over all envs, by VecNormalize below, whose statistics checkpoints save.
+    per_env = dataclasses.replace(cfg.env, normalize_reward=False)
+    fns = [functools.partial(make_env, cfg.preset, cfg.engine, per_env) for _ in range(cfg.agent.n_envs)]
     kind = vec_kind(cfg)
     venv: Any
     if kind == "dummy":
@@ -61,4 +64,5 @@ def make_vec_env(cfg: RunConfig) -> Any:
 
         venv = RayVecEnv(fns, num_cpus_per_env=cfg.agent.cpus_per_env,  # type: ignore[arg-type]
                          num_gpus_per_env=cfg.agent.gpus_per_env, step_timeout=cfg.agent.step_timeout)
-    return VecMonitor(venv)
+    monitored = VecMonitor(venv)  # inside the normaliser, so episode returns are logged unscaled
+    return normalize_vec_rewards(monitored) if cfg.env.normalize_reward else monitored

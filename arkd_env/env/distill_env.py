@@ -12,6 +12,8 @@ from gymnasium import spaces
 
 from arkd_env.config import EngineConfig, EnvConfig, load_preset
 from arkd_env.engine import Distiller
+from arkd_env.env.actions import ActionCodec
+from arkd_env.eval.direction import as_loss
 
 # name -> (lower bound, upper bound); the scaling applied to each raw value is in `_scaled`.
 FEATURES: dict[str, tuple[float, float]] = {
@@ -35,8 +37,6 @@ PROBE_FEATURES = ("probe_gap", "probe_gain")
 DEFAULT_FEATURES = [f for f in FEATURES if f not in PROBE_FEATURES]
 REWARD_METRICS = {"val_divergence": "val_divergence", "val_ce": "val_ce", "rouge": "rouge_l",
                   "sparse": "val_divergence", "relative": "val_divergence"}
-HEAD_TAIL = ("fkl_head", "fkl_tail", "rkl_head", "rkl_tail")
-RETURN_GAMMA = 0.99  # discount of the running return whose spread normalises rewards
 
 
 class DistillEnv(gym.Env[np.ndarray, Any]):
@@ -101,7 +101,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     late) and of the seed; it costs `updates_per_step` more updates and one more validation per step, and the
     return is the sum of those per-step advantages. A step whose update went NaN/inf additionally loses
     `nan_penalty`. With `normalize_reward` rewards are divided by the running standard deviation of the
-    discounted return (γ = 0.99), as Stable-Baselines3's `VecNormalize` does.
+    discounted return (γ = 0.99) by a wrapper, not by this class: `gymnasium.make` adds Gymnasium's
+    `NormalizeReward`, `arkd train` SB3's `VecNormalize` (see `arkd_env.env.wrappers`).
 
     ## Starting State
     The initial state (student weights, optimizer, schedule, RNGs, data position) of a run on one engine seed:
@@ -122,7 +123,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     `render_mode="ansi"` returns a one-screen text summary of the last step.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version. Reward normalisation moved from the env into wrappers (same id: the rewards a
+      `gymnasium.make` env returns are unchanged in kind); the engine no longer touches the global torch RNG.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium's own convention)
@@ -141,13 +143,15 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         self.render_mode = render_mode
         self.distiller = Distiller.from_config(self.engine_config)
         self.action_mode = self.config.action_mode
-        self.component_names = self._components()
+        self.codec = ActionCodec(self.action_mode, self.config.alpha_grid, self.config.simplex_components,
+                                 self.config.simplex_temperature)
+        self.component_names = self.codec.component_names
         self.feature_names = list(self.config.features or DEFAULT_FEATURES) + [f"w_{c}" for c in self.component_names]
         unknown = [f for f in self.feature_names if f not in FEATURES and not f.startswith("w_")]
         if unknown:
             raise ValueError(f"features: unknown feature {unknown[0]!r} (known: {', '.join(FEATURES)})")
         self.reward_metric = REWARD_METRICS[self.config.reward]
-        self.action_space = self._action_space()
+        self.action_space = self.codec.space
         low = np.array([FEATURES.get(f, (0.0, 1.0))[0] for f in self.feature_names], dtype=np.float32)
         high = np.array([FEATURES.get(f, (0.0, 1.0))[1] for f in self.feature_names], dtype=np.float32)
         self.observation_space: spaces.Box = spaces.Box(low, high, dtype=np.float32)
@@ -158,99 +162,47 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         self.engine_seed = self.engine_config.seed
         self._step = 0
         self._done = True
-        self._return = 0.0
-        self._return_stats = _RunningVariance()
         self._last: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ actions
-    def _components(self) -> list[str]:
-        if self.action_mode == "simplex":
-            return list(self.config.simplex_components)
-        if self.action_mode == "head_tail":
-            return list(HEAD_TAIL)
-        return ["fkl", "rkl"]
-
-    def _action_space(self) -> spaces.Space[Any]:
-        if self.action_mode == "binary":
-            return spaces.Discrete(2)
-        if self.action_mode == "grid":
-            return spaces.Discrete(len(self.config.alpha_grid))
-        if self.action_mode == "mix":
-            return spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
-        return spaces.Box(-1.0, 1.0, shape=(len(self.component_names),), dtype=np.float32)
-
     def action_to_weights(self, action: Any) -> dict[str, float]:
         """The component weights an action stands for (see the class docstring's table)."""
-        if isinstance(self.action_space, spaces.Discrete):
-            value = np.asarray(action)
-            n = int(self.action_space.n)
-            if value.size != 1 or not np.isfinite(value).all() or int(value.reshape(-1)[0]) not in range(n) \
-                    or float(value.reshape(-1)[0]) != int(value.reshape(-1)[0]):
-                raise ValueError(f"action {action!r} is not in the action space {self.action_space}")
-            index = int(value.reshape(-1)[0])
-            alpha = float(self.config.alpha_grid[index]) if self.action_mode == "grid" else 1.0 - index
-            return {"fkl": alpha, "rkl": 1.0 - alpha}
-        assert isinstance(self.action_space, spaces.Box)
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != self.action_space.shape and a.size == self.action_space.shape[0]:
-            a = a.reshape(self.action_space.shape)  # accept [[a]] or a 0-d scalar for 1-D spaces
-        if a.shape != self.action_space.shape:
-            raise ValueError(f"action of shape {a.shape} does not fit the action space {self.action_space}")
-        if not np.isfinite(a).all():
-            raise ValueError(f"action {a.tolist()} has NaN/inf, which the action space {self.action_space} cannot hold")
-        a = np.clip(a, -1.0, 1.0)
-        if self.action_mode == "mix":
-            alpha = (a[0] + 1.0) / 2.0
-            return {"fkl": float(alpha), "rkl": float(1.0 - alpha)}
-        if self.action_mode == "head_tail":
-            return {name: float((v + 1.0) / 2.0) for name, v in zip(HEAD_TAIL, a, strict=True)}
-        logits = a / self.config.simplex_temperature
-        weights = np.exp(logits - logits.max())
-        weights /= weights.sum()
-        return {name: float(w) for name, w in zip(self.component_names, weights, strict=True)}
+        return self.codec.to_weights(action)
 
     def weights_to_action(self, weights: Mapping[str, float]) -> Any:
-        """An action applying ``weights`` (``fkl``/``rkl`` expand to head and tail in ``head_tail`` mode).
+        """An action applying ``weights`` (see :meth:`arkd_env.env.actions.ActionCodec.from_weights`)."""
+        return self.codec.from_weights(weights)
 
-        Exact for mix, binary (pure weights), grid (its α values) and head_tail; for simplex, exact while the
-        weights' ratios lie within exp(2/temperature), since actions are bounded."""
-        full = dict(weights)
-        for part in HEAD_TAIL:
-            full.setdefault(part, full.get(part[:3], 0.0))
-        if self.action_mode == "binary":
-            return int(full.get("rkl", 0.0) > full.get("fkl", 0.0))
-        if self.action_mode in ("mix", "grid"):
-            total = full.get("fkl", 0.0) + full.get("rkl", 0.0)
-            alpha = full.get("fkl", 0.0) / total if total > 0 else 0.5
-            if self.action_mode == "grid":  # the grid's nearest α
-                return int(np.argmin([abs(a - alpha) for a in self.config.alpha_grid]))
-            return np.array([2.0 * alpha - 1.0], dtype=np.float32)
-        if self.action_mode == "head_tail":
-            return np.array([2.0 * full[n] - 1.0 for n in HEAD_TAIL], dtype=np.float32).clip(-1, 1)
-        logw = np.log(np.maximum([full.get(n, 0.0) for n in self.component_names], 1e-12))
-        action = 1.0 + self.config.simplex_temperature * (logw - logw.max())
-        return action.clip(-1.0, 1.0).astype(np.float32)
+    @property
+    def updates_per_step(self) -> int:
+        return self.config.updates_per_step
 
     # ------------------------------------------------------------------ observations and rewards
     def _evaluate(self) -> dict[str, float]:
         return self.distiller.evaluate(generate=self.config.reward == "rouge")
 
     def _metric(self, metrics: Mapping[str, float]) -> float:
-        value = metrics[self.reward_metric]
-        return -value if self.reward_metric == "rouge_l" else value  # lower is better for every metric
+        """The reward's metric, turned so that lower is better."""
+        return as_loss(self.reward_metric, metrics[self.reward_metric])
 
-    def lookahead(self, weights: Mapping[str, float], updates: int | None = None,
-                  state: dict[str, Any] | None = None) -> float:
-        """The reward's metric (lower is better) after ``updates`` (default: one step's) updates with ``weights``
-        from the current state, which is then restored (pass its ``distiller.snapshot()`` as ``state`` to save
-        taking one). The episode is not advanced."""
+    def probe(self, weights: Mapping[str, float], updates: int | None = None, generate: bool = False,
+              state: dict[str, Any] | None = None) -> dict[str, float]:
+        """Validation metrics after ``updates`` (default: one step's) updates with ``weights`` from the current
+        state, which is then restored (pass its ``distiller.snapshot()`` as ``state`` to save taking one). The
+        episode is not advanced. This is the one lookahead: the probe features, the relative reward and the
+        greedy heuristic all run it."""
         state = state if state is not None else self.distiller.snapshot()
         updates = updates if updates is not None else self.config.updates_per_step
         try:
             self.distiller.train_steps(weights, updates)
-            return self._metric(self._evaluate())
+            return self.distiller.evaluate(generate=generate or self.config.reward == "rouge")
         finally:
             self.distiller.restore(state)
+
+    def lookahead(self, weights: Mapping[str, float], updates: int | None = None,
+                  state: dict[str, Any] | None = None) -> float:
+        """The reward's metric (lower is better) after a :meth:`probe`."""
+        return self._metric(self.probe(weights, updates, state=state))
 
     def _reference_metric(self, state: dict[str, Any]) -> float:
         alpha = self.config.reference_alpha
@@ -316,7 +268,6 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         self.distiller.restore(state)
         self._step = 0
         self._done = False
-        self._return = 0.0
         self._failures = 0
         self._metric_now = self._metric(metrics)
         self._start_metric = self._metric_now
@@ -351,10 +302,6 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         else:
             raw = previous - self._metric_now
         reward = self.config.reward_scale * raw - (self.config.nan_penalty if failed else 0.0)
-        if self.config.normalize_reward:
-            self._return = self._return * RETURN_GAMMA + reward
-            self._return_stats.update(self._return)
-            reward /= math.sqrt(self._return_stats.variance + 1e-8)
         self._done = truncated or terminated
         obs = self._observation(report.features, metrics, previous, weights)
         info = {"weights": weights, "val": metrics, "train": report.features, "components": report.components,
@@ -380,20 +327,3 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self.distiller.restore(state)
-
-
-class _RunningVariance:
-    """Welford's running variance of a scalar stream."""
-
-    def __init__(self) -> None:
-        self.count, self.mean, self._m2 = 0, 0.0, 0.0
-
-    def update(self, value: float) -> None:
-        self.count += 1
-        delta = value - self.mean
-        self.mean += delta / self.count
-        self._m2 += delta * (value - self.mean)
-
-    @property
-    def variance(self) -> float:
-        return self._m2 / self.count if self.count > 1 else 1.0
