@@ -60,6 +60,16 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _gkd_trainer() -> Any:
+    """TRL's ``GKDTrainer`` class: TRL 1.x moved it to ``trl.experimental.gkd``, older releases export it
+    from ``trl``, and the TRL row should run against whichever is installed."""
+    try:
+        from trl.experimental.gkd import GKDTrainer  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        from trl import GKDTrainer  # type: ignore[import-not-found,unused-ignore,no-redef]
+    return GKDTrainer
+
+
 def _build_step(method: str, case: dict[str, Any]) -> Any:
     import torch
 
@@ -85,14 +95,14 @@ def _build_step(method: str, case: dict[str, Any]) -> Any:
             return loss
         return fused
     if method == "trl":
-        from trl import GKDTrainer  # type: ignore[import-not-found,unused-ignore]
+        gkd_trainer = _gkd_trainer()
 
         def trl_step(hs: Any, w: Any, ht: Any, wt: Any) -> Any:
             logits = torch.nn.functional.linear(hs, w)
             with torch.no_grad():
                 teacher = torch.nn.functional.linear(ht, wt)
             # TRL expects [batch, seq, vocab]
-            return GKDTrainer.generalized_jsd_loss(logits.unsqueeze(0), teacher.unsqueeze(0), beta=0.5)
+            return gkd_trainer.generalized_jsd_loss(logits.unsqueeze(0), teacher.unsqueeze(0), beta=0.5)
         return trl_step
     raise ValueError(f"unknown method {method!r}")
 
