@@ -135,6 +135,10 @@ class BaselinePolicy:
                              f"features {self.target.feature_names}")
         return float(row[self._progress_index])
 
+    def set_random_seed(self, seed: int | None = None) -> None:
+        """Seed the policy's own randomness, as SB3's ``set_random_seed``; only ``random`` has any."""
+        del seed
+
     # Acting -------------------------------------------------------------------------------
     def weights_at(self, progress: float) -> dict[str, float]:
         raise NotImplementedError
@@ -290,6 +294,9 @@ class RandomPolicy(BaselinePolicy):
             raise ValueError(f"baseline 'random' needs a bounded action space, got {space}")
         if not isinstance(space, spaces.Box | spaces.Discrete):
             raise ValueError(f"baseline 'random' supports Box and Discrete actions, got {space}")
+
+    def set_random_seed(self, seed: int | None = None) -> None:
+        self.rng = np.random.default_rng(seed)
 
     def _act_row(self, row: np.ndarray, index: int) -> Any:
         space = self.target.action_space

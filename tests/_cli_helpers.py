@@ -19,10 +19,11 @@ def env() -> dict[str, str]:
             "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def arkd(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def arkd(*args: str, cwd: Path | None = None, timeout: float = 600,
+         extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `python -m train ARGS` (the same entry point as the `arkd` console script)."""
-    return subprocess.run([sys.executable, "-m", "train", *args], capture_output=True, text=True, env=env(),
-                          cwd=cwd, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "train", *args], capture_output=True, text=True,
+                          env={**env(), **(extra_env or {})}, cwd=cwd, timeout=timeout)
 
 
 def popen(*args: str, cwd: Path | None = None) -> subprocess.Popen[str]:

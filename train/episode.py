@@ -132,6 +132,8 @@ def run_episode(policy: Any, env: Any, name: str, seed: int, generate: bool = Tr
     feature name: what a learned policy reacted to can then be read off a comparison's seed files."""
     start = time.perf_counter()
     names = env.unwrapped.feature_names
+    if hasattr(policy, "set_random_seed"):  # SB3 models and baselines: a seeded episode is a repeatable one
+        policy.set_random_seed(seed)
     obs, info = env.reset(seed=seed)
     steps: list[dict[str, Any]] = [{"step": 0, "weights": info.get("weights", {}), "reward": 0.0,
                                     "val": info.get("val", {})}]

@@ -301,7 +301,7 @@ def _open_metrics(samples: Mapping[str, list[str]], eps: float = 0.5) -> dict[st
         tail_total += sum(c for a, c in counts.items() if a in tail)
         invalid_total += invalid
         n_total += n
-        true_tail_mass += n * sum(p[a] for a in tail)
+        true_tail_mass += n * sum(pa for a, pa in p.items() if a in tail)  # p's order: a set's is hash order
         tail_seen += sum(1 for a in tail if counts[a] > 0)
         tail_size += len(tail)
     return {
