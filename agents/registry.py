@@ -34,6 +34,7 @@ class AlgoSpec:
     target: str  # "module:Class"
     contrib: bool = False  # lives in the optional sb3-contrib package
     box_only: bool = False  # continuous actions only (not the Discrete `binary` and `grid` action modes)
+    discrete_only: bool = False  # Discrete actions only: the `binary` and `grid` action modes
 
 
 ALGORITHMS: dict[str, AlgoSpec] = {
@@ -46,12 +47,22 @@ ALGORITHMS: dict[str, AlgoSpec] = {
     "recurrent_ppo": AlgoSpec("sb3_contrib:RecurrentPPO", contrib=True),
     "trpo": AlgoSpec("sb3_contrib:TRPO", contrib=True),
     "reinforce": AlgoSpec("agents.reinforce:Reinforce"),
+    "dqn": AlgoSpec("stable_baselines3:DQN", discrete_only=True),
+    "qrdqn": AlgoSpec("sb3_contrib:QRDQN", contrib=True, discrete_only=True),
 }
+# RL Baselines3 Zoo's names for the same algorithms.
+ALIASES = {"ppo_lstm": "recurrent_ppo", "qr_dqn": "qrdqn"}
+
+
+def canonical_name(name: str) -> str:
+    """The registry key of ``name`` (case-insensitive, Zoo aliases resolved); other names unchanged."""
+    key = name.lower()
+    return ALIASES.get(key, key)
 
 
 def known_names() -> list[str]:
     """Every name make_agent accepts besides ``module:Class`` paths."""
-    return [*ALGORITHMS, *BASELINE_NAMES]
+    return [*ALGORITHMS, *ALIASES, *BASELINE_NAMES]
 
 
 def _unknown(name: str) -> ValueError:
@@ -96,11 +107,29 @@ def algorithm_class(name: str) -> type:
 
 
 def check_action_space(name: str, env: Any) -> None:
-    spec = ALGORITHMS.get(name)
-    if spec is not None and spec.box_only and not isinstance(env.action_space, spaces.Box):
+    check_action_kind(name, isinstance(env.action_space, spaces.Discrete), str(env.action_space))
+
+
+def check_action_kind(name: str, discrete: bool, space: str) -> None:
+    """One line when agent ``name`` cannot act in a (``discrete`` or Box) action space described by ``space``."""
+    spec = ALGORITHMS.get(canonical_name(name))
+    if spec is not None and spec.box_only and discrete:
         raise ValueError(f"agent {name!r} needs continuous (Box) actions but the env's action space is "
-                         f"{env.action_space}; use action_mode mix, simplex or head_tail, or ppo/a2c/trpo/"
-                         "recurrent_ppo/reinforce for the binary and grid modes")
+                         f"{space}; use action_mode mix, simplex or head_tail, or ppo/a2c/trpo/"
+                         "recurrent_ppo/reinforce/dqn for the binary and grid modes")
+    if spec is not None and spec.discrete_only and not discrete:
+        raise ValueError(f"agent {name!r} needs Discrete actions but the env's action space is {space}; "
+                         "use action_mode binary or grid")
+
+
+def check_hyperparameters(name: str, preset: str | None, hyperparams: Mapping[str, Any] | None) -> None:
+    """Refuse hyperparameters the agent's constructor does not take, before any env or run folder exists."""
+    key = canonical_name(name)
+    if is_baseline_spec(name) or (key not in ALGORITHMS and ":" not in name):
+        return
+    cls = algorithm_class(key) if key in ALGORITHMS else import_class(name)
+    values = load_hyperparams(key if key in ALGORITHMS else "", preset, hyperparams)
+    _constructor_kwargs(cls, name, values, {})
 
 
 def _accepted(cls: type) -> tuple[set[str], bool]:
@@ -128,7 +157,7 @@ def _constructor_kwargs(cls: type, label: str, hparams: dict[str, Any],
 
 def make_agent(name: str, env: Any, hyperparams: Mapping[str, Any] | None = None, preset: str | None = None,
                seed: int | None = None, tensorboard_log: str | None = None, verbose: int = 0,
-               device: str | None = None) -> Any:
+               device: str | None = None, **kwargs: Any) -> Any:
     """Build the agent ``name`` for ``env``.
 
     name: a registered algorithm (``ppo``, ``sac``, ``a2c``, ``td3``, ``ddpg``, ``tqc``,
@@ -138,10 +167,13 @@ def make_agent(name: str, env: Any, hyperparams: Mapping[str, Any] | None = None
     hyperparams: overrides merged over the YAML defaults of ``preset`` (dotted keys such as
     ``policy_kwargs.net_arch`` allowed).
     device: torch device of the agent's networks, for classes that take one (None: the class's default).
+    kwargs: further hyperparameters as keywords, as ``PPO(...)`` takes them (``n_steps=4``); they override
+    ``hyperparams``.
     """
+    hyperparams = {**dict(hyperparams or {}), **kwargs}
     if is_baseline_spec(name):
-        return make_baseline(name, env, **dict(hyperparams or {}))
-    key = name.lower()
+        return make_baseline(name, env, **hyperparams)
+    key = canonical_name(name)
     if key in ALGORITHMS:
         check_action_space(key, env)
         cls = algorithm_class(key)

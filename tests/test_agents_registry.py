@@ -24,6 +24,7 @@ TINY_HPARAMS = {
     "ppo": TINY, "recurrent_ppo": TINY, "a2c": {"n_steps": 2}, "trpo": {"n_steps": 2, "batch_size": 2},
     "sac": TINY_OFF_POLICY, "td3": TINY_OFF_POLICY, "ddpg": TINY_OFF_POLICY, "tqc": TINY_OFF_POLICY,
     "reinforce": {"n_episodes_per_update": 1},
+    "dqn": {**TINY_OFF_POLICY, "train_freq": 1}, "qrdqn": {**TINY_OFF_POLICY, "train_freq": 1},
 }
 
 
@@ -39,7 +40,7 @@ def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> 
 
 @pytest.mark.parametrize("name", list(ALGORITHMS))
 def test_every_registered_agent_learns_a_few_steps_on_nano(name: str) -> None:
-    env = nano_env("mix")
+    env = nano_env("grid" if ALGORITHMS[name].discrete_only else "mix")
     agent = make_agent(name, env, TINY_HPARAMS[name], preset="nano", seed=0)
     before = parameters(agent)
     agent.learn(2)
@@ -47,7 +48,7 @@ def test_every_registered_agent_learns_a_few_steps_on_nano(name: str) -> None:
     assert changed(before, parameters(agent)), f"{name}: learn(2) left every policy parameter as it was"
     obs, _ = env.reset()
     action, _ = agent.predict(obs, deterministic=True)
-    assert env.action_space.contains(np.asarray(action, dtype=np.float32))
+    assert env.action_space.contains(np.asarray(action, dtype=env.action_space.dtype))
 
 
 @pytest.mark.parametrize("name", ["ppo", "a2c", "trpo", "recurrent_ppo", "reinforce"])
@@ -57,6 +58,21 @@ def test_discrete_capable_agents_run_in_binary_mode(name: str) -> None:
     agent.learn(2)
     action, _ = agent.predict(env.reset()[0], deterministic=True)
     assert int(action) in (0, 1)
+
+
+def test_hyperparameters_as_keywords_and_zoo_aliases() -> None:
+    env = ToyDistillEnv("mix", horizon=2)
+    agent = make_agent("ppo", env, n_steps=4, batch_size=4, hyperparams={"n_steps": 8, "n_epochs": 1})
+    assert (agent.n_steps, agent.batch_size, agent.n_epochs) == (4, 4, 1)  # keywords win over hyperparams=
+    lstm = make_agent("ppo_lstm", env, n_steps=2, batch_size=2)
+    assert type(lstm).__name__ == "RecurrentPPO"
+    with pytest.raises(ValueError, match=r"unknown hyperparameter 'n_stepz'.*n_steps"):
+        make_agent("ppo", env, n_stepz=3)
+
+
+def test_discrete_only_agents_refuse_box_actions() -> None:
+    with pytest.raises(ValueError, match=r"agent 'dqn' needs Discrete actions.*binary or grid"):
+        make_agent("dqn", ToyDistillEnv("mix"))
 
 
 @pytest.mark.parametrize("name", ["sac", "td3", "ddpg", "tqc"])
@@ -80,8 +96,8 @@ def test_defaults_come_from_yaml_and_overrides_apply() -> None:
 
 
 def test_unknown_names_list_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown agent 'dqn'; known: ppo, a2c, sac.*fkl, rkl"):
-        make_agent("dqn", ToyDistillEnv("mix"))
+    with pytest.raises(ValueError, match=r"unknown agent 'dqnx'; known: ppo, a2c, sac.*dqn.*ppo_lstm.*fkl, rkl"):
+        make_agent("dqnx", ToyDistillEnv("mix"))
     assert "recurrent_ppo" in known_names() and "greedy" in known_names()
 
 

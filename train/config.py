@@ -41,8 +41,9 @@ SECTIONS = ("engine", "env", "agent", "run", "eval_suite")
 class AgentConfig:
     """Which RL agent learns the weighting policy, and how its environments are run."""
 
-    algo: str = help_field("Agent: ppo, a2c, sac, td3, ddpg, tqc, trpo, recurrent_ppo, reinforce or "
-                      "'package.module:Class'.", default="ppo")
+    algo: str = help_field("Agent: ppo, a2c, sac, td3, ddpg, tqc, trpo, recurrent_ppo (alias ppo_lstm), "
+                           "reinforce, dqn, qrdqn (Discrete action modes only) or 'package.module:Class'.",
+                           default="ppo")
     hparams: dict[str, Any] = help_field("Constructor arguments merged over agents/hyperparams/<algo>.yaml "
                                     "(e.g. agent.hparams.learning_rate=1e-3).", default_factory=dict)
     n_envs: int = help_field("Environments stepped in parallel (one distillation run each).", default=1)
