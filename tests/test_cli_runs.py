@@ -35,3 +35,19 @@ def test_json_is_atomic_and_nan_free(tmp_path: Path) -> None:
     atomic_write_text(path, "{broken")
     with pytest.raises(ValueError, match="not valid JSON"):
         read_json(path)
+
+
+def test_a_failed_command_removes_a_folder_holding_only_its_setup_files(tmp_path: Path) -> None:
+    from train.runs import removed_on_error
+
+    with pytest.raises(RuntimeError), removed_on_error():
+        run = create_run_dir(tmp_path, "nano", "ppo", 1)
+        for name in ("config.yaml", "run.json", "tb/events"):
+            atomic_write_text(run / name, "x")
+        raise RuntimeError("failed after set-up")
+    assert not run.exists()
+    with pytest.raises(RuntimeError), removed_on_error():
+        kept = create_run_dir(tmp_path, "nano", "ppo", 2)
+        atomic_write_text(kept / "checkpoints" / "step_2" / "state.json", "{}")
+        raise RuntimeError("failed after a checkpoint")
+    assert kept.exists()

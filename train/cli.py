@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "(config, TensorBoard events, checkpoints, policy.zip, metrics.json, plots).",
                  "arkd train --algo ppo --preset nano --timesteps 64 --seed 1")
     _common(p)
-    p.add_argument("--algo", default=None, help="agent: ppo, a2c, sac, td3, ddpg, tqc, trpo, recurrent_ppo, "
-                   "reinforce or package.module:Class")
+    p.add_argument("--algo", default=None, help="agent: ppo, a2c, sac, td3, ddpg, tqc, trpo, recurrent_ppo "
+                   "(ppo_lstm), reinforce, dqn, qrdqn or package.module:Class")
     p.add_argument("--timesteps", type=int, default=None, help="env steps to learn for (run.timesteps)")
     p.add_argument("--seed", type=int, default=None, help="agent seed (run.seed)")
     p.add_argument("--name", default=None, help="run folder name instead of <preset>__<algo>__<seed>__<time>")
@@ -200,26 +200,43 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def _train_config(args: argparse.Namespace) -> tuple[RunConfig, Path | None]:
     from train.trainer import load_run
 
-    if args.resume is not None:
-        changed = [flag for flag, value in (("--algo", args.algo), ("--seed", args.seed), ("--set", args.overrides),
-                                            ("--config", args.config), ("--preset", args.preset),
-                                            ("--n-envs", args.n_envs), ("--ray", args.ray),
-                                            ("--name", args.name)) if value]
-        if changed:
-            raise UserError(f"--resume continues a run with its saved config; {changed[0]} cannot change it "
-                            "(only --timesteps can)")
-        run_dir = Path(args.resume)
-        cfg = load_run(run_dir)
-        if args.timesteps is not None:
-            cfg = replace(cfg, run={"timesteps": args.timesteps})
-        return cfg, run_dir
     agent: dict[str, Any] = {"algo": args.algo, "n_envs": args.n_envs, "gpus_per_env": args.gpus_per_env}
     if args.ray is not None:
         agent["vec_env"] = "ray"
         agent["ray_address"] = None if args.ray == "local" else args.ray
-    cfg = _config(args, agent=agent, run={"timesteps": args.timesteps, "seed": args.seed,
-                                          "checkpoint_every": args.checkpoint_every})
-    return cfg, None
+    run = {"timesteps": args.timesteps, "seed": args.seed, "checkpoint_every": args.checkpoint_every}
+    if args.resume is None:
+        return _config(args, agent=agent, run=run), None
+    run_dir = Path(args.resume)
+    saved = load_run(run_dir)
+    if args.name is not None and args.name != run_dir.name:
+        raise UserError(f"--name {args.name!r}: the resumed run is {run_dir.name!r}")
+    # The flags of the original command may be given again; any that would change the saved config is refused.
+    # A flag left out means "as saved", never the preset's default.
+    agent = {k: getattr(saved.agent, k) if v is None else v for k, v in agent.items()}
+    agent.setdefault("vec_env", saved.agent.vec_env)
+    agent.setdefault("ray_address", saved.agent.ray_address)
+    run = {k: getattr(saved.run, k) if v is None else v for k, v in run.items()}
+    run["output_dir"] = saved.run.output_dir  # the run folder is given, so where new ones go does not matter
+    if args.preset is not None or args.config is not None or args.overrides:
+        args = argparse.Namespace(**{**vars(args), "preset": args.preset or saved.preset, "output_dir": None})
+        requested = _config(args, agent=agent, run=run)
+    else:
+        requested = replace(saved, agent=agent, run=run)
+    for key, old, new in _differences(saved.to_dict(), requested.to_dict()):
+        if key != "run.timesteps":
+            raise UserError(f"--resume continues {run_dir} with its saved config; {key} would change from "
+                            f"{old!r} to {new!r} (only --timesteps may change)")
+    return requested, run_dir
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every leaf where two nested mappings differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            yield from _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+    elif old != new:
+        yield prefix.rstrip("."), old, new
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -24,6 +24,8 @@ from arkd_env.atomic import atomic_write_text
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 POLICY_FILE = "policy.zip"
+RUN_INFO = "run.json"  # the run folder's format version
+SETUP_FILES = (CONFIG_FILE, RUN_INFO, "tb")  # what a command writes before any result
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # Per open `removed_on_error` block: the output folders made in it, with the parents made for each.
 _BLOCKS: list[list[tuple[Path, list[Path]]]] = []
@@ -86,9 +88,9 @@ def make_out_dir(path: str | Path) -> Path:
 
 
 def _holds_results(folder: Path) -> bool:
-    """True once a run wrote anything beyond what every command writes first (its config and TensorBoard
+    """True once a run wrote anything beyond what commands write first (config, run.json, TensorBoard
     folder): a checkpoint, a per-seed result, a learning curve. Those are the user's and are never deleted."""
-    return any(p.is_file() for p in folder.rglob("*") if p.relative_to(folder).parts[0] not in (CONFIG_FILE, "tb"))
+    return any(p.is_file() for p in folder.rglob("*") if p.relative_to(folder).parts[0] not in SETUP_FILES)
 
 
 @contextlib.contextmanager

@@ -27,12 +27,12 @@ from train.runs import (
     CONFIG_FILE,
     METRICS_FILE,
     POLICY_FILE,
+    RUN_INFO,
     read_json,
     require_run_dir,
     write_json,
 )
 
-RUN_INFO = "run.json"
 RUN_FORMAT = 1
 TB_DIR = "tb"
 
@@ -46,23 +46,19 @@ class TrainResult:
 
 def check_algo(cfg: RunConfig) -> None:
     """Unknown or unusable agent names, and devices that do not exist here, fail before any env is built."""
-    from agents.registry import ALGORITHMS, algorithm_class, import_class, known_names
+    from agents.registry import ALGORITHMS, canonical_name, check_action_kind, check_hyperparameters, known_names
     from arkd_env.assets.models import pick_device
 
     pick_device(cfg.engine.device, key="engine.device")
     pick_device(cfg.agent.device, key="agent.device")
 
     name = cfg.agent.algo
-    if name.lower() in ALGORITHMS:
-        algorithm_class(name.lower())
-        if ALGORITHMS[name.lower()].box_only and cfg.env.action_mode in DISCRETE_ACTION_MODES:
-            raise ValueError(f"agent {name!r} needs continuous actions; env.action_mode={cfg.env.action_mode} "
-                             "is Discrete")
-    elif ":" in name:
-        import_class(name)
-    else:
-        algos = [n for n in known_names() if n in ALGORITHMS]
+    if canonical_name(name) in ALGORITHMS:
+        check_action_kind(name, cfg.env.action_mode in DISCRETE_ACTION_MODES, f"env.action_mode={cfg.env.action_mode}")
+    elif ":" not in name:
+        algos = [n for n in known_names() if canonical_name(n) in ALGORITHMS]
         raise ValueError(f"unknown algorithm {name!r} (known: {', '.join(algos)}, or 'package.module:Class')")
+    check_hyperparameters(name, cfg.preset, cfg.agent.hparams)  # imports the class: a missing extra fails here
     if vec_kind(cfg) == "ray":
         from arkd_env.vec import ray_available
 
@@ -92,8 +88,9 @@ def load_run(run_dir: str | Path) -> RunConfig:
 
 def hparams_of(cfg: RunConfig) -> dict[str, Any]:
     from agents.hparams import load_hyperparams
+    from agents.registry import canonical_name
 
-    algo = cfg.agent.algo.lower()
+    algo = canonical_name(cfg.agent.algo)
     values = load_hyperparams(algo if ":" not in algo else "", cfg.preset, cfg.agent.hparams)
     return {"algo": cfg.agent.algo, "seed": cfg.run.seed, "n_envs": cfg.agent.n_envs, "agent": values,
             "env": {k: getattr(cfg.env, k) for k in ("horizon", "updates_per_step", "action_mode", "reward")},
