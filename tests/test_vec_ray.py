@@ -483,6 +483,20 @@ def nano_ray_vec(ray_session: Any) -> Iterator[vec_ray_module.RayVecEnv]:
 
 @pytest.mark.slow
 @requires_ray
+def test_a_plain_gym_make_lambda_works_in_an_actor(ray_session: Any) -> None:
+    # Nothing in this factory imports arkd_env: the actor must register the id itself.
+    vec = ray_vec([lambda: gym.make("arkd_env/Distill-v0", preset="nano", horizon=2, updates_per_step=1)])
+    try:
+        obs = vec.reset()
+        assert obs.shape == (1, *vec.observation_space.shape)
+        _, rewards, _, infos = vec.step(np.zeros((1, 1), dtype=np.float32))
+        assert np.isfinite(rewards).all() and infos[0]["weights"] == {"fkl": 0.5, "rkl": 0.5}
+    finally:
+        vec.close()
+
+
+@pytest.mark.slow
+@requires_ray
 def test_nano_results_equal_subproc(nano_ray_vec: vec_ray_module.RayVecEnv) -> None:
     subproc = SubprocVecEnv([make_nano, make_nano])
     actions = nano_actions(subproc.action_space, 6, 2)  # horizon 4: crosses one episode end

@@ -118,6 +118,11 @@ def _env_actor_class() -> Any:
         """Owns one env; mirrors the command loop of SB3's SubprocVecEnv worker, one method per command."""
 
         def __init__(self, env_fn: Callable[[], Any], snapshots: bool, snapshot_every: int | None) -> None:
+            # An actor is a fresh process: register ARKD's env ids there, as importing arkd_env did in the
+            # driver, so `lambda: gym.make("arkd_env/Distill-v0", ...)` works as it does in SubprocVecEnv.
+            # (The package's import is cheap: registration only.)
+            import arkd_env  # noqa: F401
+
             env = env_fn()
             if not isinstance(env, gym.Env):
                 # Old `gym` envs: let SB3 wrap them the way its own vec envs do.
