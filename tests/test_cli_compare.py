@@ -86,7 +86,7 @@ def test_paired_differences_by_seed() -> None:
     assert (akl.mean, akl.low, akl.high) == pytest.approx((1.0, 1.0, 1.0))  # constant difference: zero width
     md = table.markdown()
     assert "| policy − reference | episode_return | val_fkl |" in md
-    assert f"| akl − fkl | {found[('akl', 'episode_return')].fmt()} | +1 [1, 1] * |" in md
+    assert f"| akl − fkl | {found[('akl', 'episode_return')].fmt()} | +1 [1, 1] |" in md  # 4 seeds: no mark
     assert "95% percentile bootstrap interval, 10000 resamples" in md
     data = table.to_json()
     assert data["references"] == ["fkl"] and data["difference_settings"]["confidence"] == 0.95
@@ -111,7 +111,9 @@ def test_difference_prints_rounding_residue_as_zero() -> None:
     from train.compare import Difference
 
     assert Difference("b", "a", "tail_coverage", 5.55e-18, -0.04, 0.04, 5).fmt() == "+0 [-0.04, 0.04]"
-    assert Difference("b", "a", "tail_coverage", 1e-9, 1e-9, 2e-9, 5).fmt() == "+1e-09 [1e-09, 2e-09] *"
+    assert Difference("b", "a", "tail_coverage", 1e-9, 1e-9, 2e-9, 10).fmt() == "+1e-09 [1e-09, 2e-09] *"
+    # Two seeds: the interval excludes 0, but is too narrow to be marked.
+    assert Difference("b", "a", "tail_coverage", 0.0187, 0.0124, 0.0251, 2).fmt() == "+0.0187 [0.0124, 0.0251]"
 
 
 def test_tables_saved_apart_merge_into_the_table_of_one_comparison() -> None:

@@ -54,6 +54,10 @@ def _tidy(value: float) -> float:
     return 0.0 if abs(value) < 1e-12 else value
 
 
+# Below this many paired seeds a percentile bootstrap interval is too narrow to call a difference significant.
+MIN_SEEDS_FOR_MARK = 10
+
+
 @dataclass
 class Difference:
     """mean(policy - reference) over the seeds where both have a value, with its bootstrap interval."""
@@ -71,7 +75,7 @@ class Difference:
             return "n/a"
         if self.n == 1:
             return f"{_tidy(self.mean):+.3g} (one seed, no interval)"
-        mark = " *" if self.low > 0 or self.high < 0 else ""
+        mark = " *" if self.n >= MIN_SEEDS_FOR_MARK and (self.low > 0 or self.high < 0) else ""
         return f"{_tidy(self.mean):+.3g} [{_tidy(self.low):.3g}, {_tidy(self.high):.3g}]{mark}"
 
 
@@ -118,8 +122,9 @@ class Table:
         level = f"{100 * self.confidence:g}%"
         note = (f"\nMean paired difference over the engine seeds (same seed = same student initialisation and "
                 f"data order) [{level} percentile bootstrap interval, {self.resamples} resamples]; * = the "
-                "interval excludes 0. The percentile bootstrap never reaches past the observed differences, so "
-                "with few seeds it understates the uncertainty.\n")
+                f"interval excludes 0, marked only with at least {MIN_SEEDS_FOR_MARK} paired seeds. The percentile "
+                "bootstrap never reaches past the observed differences, so with few seeds it understates the "
+                "uncertainty: read such intervals as descriptive.\n")
         return "\n".join(lines) + "\n" + note
 
     def csv(self) -> str:
