@@ -148,7 +148,9 @@ class EngineConfig:
     akl_mu: float = help_field("Teacher-mass threshold μ of the AKL head/tail split, in (0, 1).", default=0.5)
     loss_path: str = help_field("'auto' (fused when the model exposes an LM head), 'naive', 'chunked' or 'fused'.",
                            default="auto")
-    chunk_size: int = help_field("Token positions per chunk on the chunked and fused paths.", default=1024)
+    chunk_size: int | None = help_field(
+        "Token positions per chunk on the chunked and fused paths; null: automatic (fused: chunk logits about "
+        "the size of the hidden states, Liger's rule from V and H; chunked: 1024).", default=None)
     teacher_cache: bool = help_field("Cache the teacher's top-k log-probabilities of training batches.", default=False)
     cache_top_k: int = help_field("k of the teacher cache; the rest of the vocabulary is one tail bucket.", default=64)
     on_policy_fraction: float = help_field("Share λ of batches whose responses the student samples (GKD-style).",
@@ -167,7 +169,8 @@ class EngineConfig:
     seed: int = help_field("Seed of the student's initialisation, data order and sampling.", default=0)
 
     def __post_init__(self) -> None:
-        for key in ("batch_size", "grad_accum", "total_updates", "chunk_size", "cache_top_k", "eval_size",
+        check(self.chunk_size is None or self.chunk_size >= 1, "chunk_size", self.chunk_size, "must be >= 1 or null")
+        for key in ("batch_size", "grad_accum", "total_updates", "cache_top_k", "eval_size",
                     "eval_batch_size", "max_new_tokens"):
             check(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
         check(self.lr > 0, "lr", self.lr, "must be > 0")

@@ -32,6 +32,7 @@ from arkd_env.assets.data import TokenizedExample, collate, collate_prompts, pad
 from arkd_env.config import ConfigError, EngineConfig
 
 STATE_VERSION = 2  # 2: the engine keeps only its own RNG, never the global ones
+CHUNKED_ROWS = 1024  # default chunk of the chunked path, whose [N, V] student logits exist anyway
 FEATURE_ROWS = 256  # token positions used for the observation features; enough for stable means, cheap
 EVAL_COMPONENTS = ("fkl", "rkl", "jsd", "ce")
 MU_COMPONENTS = ("akl", "fkl_head", "fkl_tail", "rkl_head", "rkl_tail")
@@ -235,7 +236,7 @@ class Distiller:
                 student.hidden, student.weight, teacher.hidden, teacher.weight, values, components=names,
                 temperature=temperature, labels=labels, chunk_size=self.cfg.chunk_size, component_kwargs=kwargs,
                 student_lm_head_bias=student.bias, teacher_lm_head_bias=teacher.bias)
-        chunk = None if self.cfg.loss_path == "naive" else self.cfg.chunk_size
+        chunk = None if self.cfg.loss_path == "naive" else (self.cfg.chunk_size or CHUNKED_ROWS)
         return losses.mixed_divergence(student.as_logits(), teacher.as_logits(), values, components=names,
                                        temperature=temperature, labels=labels, chunk_size=chunk,
                                        component_kwargs=kwargs)

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from arkd_env.losses import auto_chunk_size
+
 RESULTS = Path(__file__).parent / "results" / "bench_losses.json"
 METHODS = ("naive", "chunked", "fused", "trl")
 
@@ -190,7 +192,8 @@ def _table(results: list[dict[str, Any]]) -> str:
     ]
     naive = {(r["device"], r["n"], r["v"]): r for r in results if r["method"] == "naive" and "error" not in r}
     for r in results:
-        chunk = {"chunked": r.get("chunked_chunk"), "fused": r.get("fused_chunk")}.get(r["method"], "-")
+        fused_chunk = r.get("fused_chunk") or f"auto ({auto_chunk_size(r['n'], r['v'], r['h'])})"
+        chunk = {"chunked": r.get("chunked_chunk"), "fused": fused_chunk}.get(r["method"], "-")
         if "error" in r:
             lines.append(f"| {r['device']} | {r['dtype']} | {r['n']} | {r['v']} | {r['method']} | {chunk} | "
                          f"error: {r['error']} | | | | | |")
@@ -214,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--v", type=int, nargs="+", default=[32000, 49152], help="vocabulary sizes V")
     parser.add_argument("--hidden", type=int, default=576, help="hidden size H of both models")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--fused-chunk", type=int, default=256, help="token chunk of the fused path")
+    parser.add_argument("--fused-chunk", type=int, default=None,
+                        help="token chunk of the fused path (default: the library's automatic choice)")
     parser.add_argument("--chunked-chunk", type=int, default=256, help="token chunk of the chunked path")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (median reported)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",

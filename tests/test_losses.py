@@ -516,3 +516,27 @@ def test_distribution_stats_hand_values() -> None:
     gh, gt = abs(P[0] - Q[0]), abs(P[1] - Q[1]) + abs(P[2] - Q[2])  # head = {0} at mu = 0.5
     assert stats["akl_head_ratio"] == pytest.approx((gh / (gh + gt) + 0.5) / 2, rel=1e-5)
     assert all(v == 0.0 for v in L.distribution_stats(s, t, mask=torch.zeros(3)).values())
+
+
+@pytest.mark.parametrize(("n", "vocab", "hidden", "expected"), [
+    (4096, 49152, 576, 64),  # ceil(V/H) = 86 logits per hidden row: 4096 / 86 -> 48 -> 64
+    (1024, 32000, 2048, 64),
+    (100, 100, 32, 32),
+    (0, 10, 10, 1),
+    (5, 8, 64, 8),  # a vocabulary smaller than H: every row in one chunk
+])
+def test_auto_chunk_size_is_ligers_rule(n: int, vocab: int, hidden: int, expected: int) -> None:
+    assert L.auto_chunk_size(n, vocab, hidden) == expected
+
+
+def test_fused_default_chunk_gives_the_explicit_chunks_result() -> None:
+    torch.manual_seed(0)
+    h, w = torch.randn(40, 6, requires_grad=True), torch.randn(50, 6, requires_grad=True)
+    th, tw = torch.randn(40, 5), torch.randn(50, 5)
+    auto, _ = L.fused_linear_mixed_divergence(h, w, th, tw, [0.3, 0.7], ("fkl", "rkl"))
+    (grad_auto,) = torch.autograd.grad(auto, [h])
+    fixed, _ = L.fused_linear_mixed_divergence(h, w, th, tw, [0.3, 0.7], ("fkl", "rkl"), chunk_size=3)
+    (grad_fixed,) = torch.autograd.grad(fixed, [h])
+    assert auto.item() == pytest.approx(fixed.item(), rel=1e-5)
+    assert torch.allclose(grad_auto, grad_fixed, atol=1e-6)
+    assert L.auto_chunk_size(40, 50, 6) == 8  # so the default really chunked, differently from 3

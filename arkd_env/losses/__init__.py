@@ -35,7 +35,7 @@ intermediates and the AKL split), ``divergences`` (the components and their regi
 """
 
 from arkd_env.losses.divergences import COMPONENTS, ComponentFn, cross_entropy_component, register_component
-from arkd_env.losses.fused import fused_linear_mixed_divergence
+from arkd_env.losses.fused import auto_chunk_size, fused_linear_mixed_divergence
 from arkd_env.losses.logprobs import IGNORE_INDEX, LOG_FLOOR
 from arkd_env.losses.mixture import mixed_divergence
 from arkd_env.losses.pair import HeadTailSplit
@@ -51,6 +51,7 @@ __all__ = [
     "HeadTailSplit",
     "WeightsLike",
     "akl_split",
+    "auto_chunk_size",
     "cross_entropy_component",
     "distribution_stats",
     "fused_linear_mixed_divergence",

@@ -93,7 +93,7 @@ def fused_linear_mixed_divergence(
     mask: Tensor | None = None,
     temperature: float = 1.0,
     labels: Tensor | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
     component_kwargs: Mapping[str, Mapping[str, float]] | None = None,
     student_lm_head_bias: Tensor | None = None,
     teacher_lm_head_bias: Tensor | None = None,
@@ -101,12 +101,12 @@ def fused_linear_mixed_divergence(
     """:func:`~arkd_env.losses.mixed_divergence` of ``student_hidden @ W_s.T (+ b_s)`` against the
     teacher's logits, without ever forming the full logits of either model.
 
-    Token chunks of ``chunk_size`` rows are projected, scored and differentiated one at a time
+    Token chunks of ``chunk_size`` rows (default :func:`auto_chunk_size`) are projected, scored and
+    differentiated one at a time
     inside a custom autograd Function; the gradients w.r.t. ``student_hidden``,
     ``student_lm_head_weight`` and ``student_lm_head_bias`` are accumulated in that same pass
     (weight gradient in float32), so peak memory is a few ``[chunk_size, V]`` tensors plus one
-    ``[V, H]`` gradient (a smaller chunk saves memory, a larger one is faster; 256 rows kept
-    N=4096, V=49152 at about 1/10 of the naive peak on CPU). Teacher tensors are detached.
+    ``[V, H]`` gradient (a smaller chunk saves memory, a larger one is faster). Teacher tensors are detached.
     Shapes: ``student_hidden [..., H]``, ``teacher_hidden [..., Ht]`` with the same leading dims,
     weights ``[V, H]``/``[V, Ht]``.
     """
@@ -121,11 +121,13 @@ def fused_linear_mixed_divergence(
     if tuple(teacher_lm_head_weight.shape) != (vocab, teacher_hidden.shape[-1]):
         raise ValueError(f"teacher_lm_head_weight shape {tuple(teacher_lm_head_weight.shape)} does not match "
                          f"vocab {vocab} and teacher_hidden size {teacher_hidden.shape[-1]}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size!r}: must be a positive integer")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r}: must be a positive integer or None (automatic)")
     device = student_hidden.device
     mix = build_mix(weights, components, component_kwargs, temperature, device)
     rows = plan_rows(lead, mask, labels, mix, device)
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(rows.n, vocab, max(hidden_size, teacher_hidden.shape[-1]))
     params = [student_hidden, student_lm_head_weight, student_lm_head_bias]
     want_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in params)
     total, means = _FusedLinearFunction.apply(
@@ -142,3 +144,14 @@ def fused_linear_mixed_divergence(
         want_grad,
     )
     return total, per_component(means, mix)
+
+
+def auto_chunk_size(n_rows: int, vocab: int, hidden: int) -> int:
+    """Rows per chunk such that one chunk's ``[rows, V]`` logits cost about what the ``[N, H]`` hidden states
+    cost (Liger-Kernel's rule): the power of two at or above ``ceil(N / ceil(V / H))``.
+
+    A fixed chunk is wrong at one end or the other: 1024 rows of a 49k vocabulary take more memory than the
+    hidden states they come from, while a small vocabulary can afford whole batches at once."""
+    per_row = max(1, -(-vocab // max(1, hidden)))  # ceil(V / H): logits per row, in hidden-state sizes
+    rows = max(1, -(-n_rows // per_row))
+    return 1 << (rows - 1).bit_length()
