@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -39,6 +40,17 @@ def check(condition: bool, key: str, value: Any, requirement: str) -> None:
     """Raise a ConfigError naming ``key`` and ``value`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(f"{key}={value!r}: {requirement}")
+
+
+SEED_LIMIT = 2**32  # numpy's legacy seeding (which Stable-Baselines3 uses) takes seeds below 2**32
+MAX_EXAMPLES = 10_000_000  # a bound on generated or loaded rows, so a typo cannot hang a run for days
+MAX_CONFIG_BYTES = 16 * 2**20
+
+
+def check_seeds(key: str, seeds: int | list[int]) -> None:
+    """Every seed an integer in [0, 2**32), named by ``key`` when not."""
+    for seed in seeds if isinstance(seeds, list) else [seeds]:
+        check(isinstance(seed, int) and 0 <= seed < SEED_LIMIT, key, seed, f"a seed must lie in [0, {SEED_LIMIT})")
 
 
 @dataclass
@@ -115,7 +127,9 @@ class DataConfig:
         check(self.val_split in ("random", "first"), "data.val_split", self.val_split, "must be random or first")
         check(self.prompt_template in ("alpaca", "compact"), "data.prompt_template", self.prompt_template,
                "must be alpaca or compact")
-        check(self.num_examples >= 0, "data.num_examples", self.num_examples, "must be >= 0")
+        check(0 <= self.num_examples <= MAX_EXAMPLES, "data.num_examples", self.num_examples,
+              f"must lie in [0, {MAX_EXAMPLES}]")
+        check_seeds("data.split_seed", self.split_seed)
         check(self.val_size >= 1, "data.val_size", self.val_size, "must be >= 1")
         check(self.max_prompt_length >= 1, "data.max_prompt_length", self.max_prompt_length, "must be >= 1")
         check(self.max_length > self.max_prompt_length, "data.max_length", self.max_length,
@@ -194,6 +208,7 @@ class EngineConfig:
                "must be float32, bfloat16, float16 or null")
         check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
                self.device, "must be auto, cpu, cuda or cuda:N")
+        check_seeds("seed", self.seed)
 
 
 ACTION_MODES = ("mix", "simplex", "head_tail", "binary", "grid")
@@ -249,8 +264,7 @@ class EnvConfig:
         check(self.nan_penalty >= 0, "nan_penalty", self.nan_penalty, "must be >= 0")
         check(self.max_consecutive_failures >= 1, "max_consecutive_failures", self.max_consecutive_failures,
                "must be >= 1")
-        check(all(isinstance(x, int) and x >= 0 for x in self.train_seeds), "train_seeds", self.train_seeds,
-              "must be integers >= 0")
+        check_seeds("train_seeds", self.train_seeds)
         check(len(set(self.train_seeds)) == len(self.train_seeds), "train_seeds", self.train_seeds,
               "must not repeat a seed")
 
@@ -362,6 +376,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         value = as_number(value)
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}={value!r}: must be a finite number")
             return float(value)
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
@@ -398,21 +414,40 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning every failure into one line naming the file."""
     path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    if not path.is_file():  # a FIFO or device would block the read forever
+        raise ConfigError(f"{path}: not a regular file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size} bytes, more than a config file's {MAX_CONFIG_BYTES}")
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{where} malformed YAML ({getattr(err, 'problem', err)})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

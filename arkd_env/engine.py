@@ -96,6 +96,11 @@ class Distiller:
             raise ConfigError(f"batch_size={cfg.batch_size}: only {len(self.data.train)} training examples")
         self.student.train()
         self.optimizer, self.scheduler = self._optimizer_for(self.student)
+        unknown = [c for c in cfg.components if c not in losses.COMPONENTS]
+        if unknown:
+            raise ConfigError(f"engine.components: unknown component {unknown[0]!r} (known: "
+                              f"{', '.join(sorted(losses.COMPONENTS))}; register your own with "
+                              "arkd_env.losses.register_component)")
         self.component_kwargs = {name: {"mu": cfg.akl_mu} for name in MU_COMPONENTS}
         self._student_head, self._teacher_head = self._fused_heads()
         self.seed = cfg.seed  # the run's engine seed: data order and sampling; part of the state (see initial_state)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from arkd_env.config import ConfigError
+from arkd_env.config import ConfigError, check_seeds
 from train.config import RunConfig, load_run_config, replace
 from train.errors import Interrupted, UserError
 from train.progress import say
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace, **sections: dict[str, Any]) -> RunConfig:
     cfg = load_run_config(args.preset, args.config, args.overrides)
     changes = {k: {f: v for f, v in values.items() if v is not None} for k, values in sections.items()}
-    if getattr(args, "output_dir", None):
+    if getattr(args, "output_dir", None) is not None:
         changes.setdefault("run", {})["output_dir"] = args.output_dir
     changes = {k: v for k, v in changes.items() if v}
     if changes:
@@ -161,6 +161,9 @@ def _quiet_libraries() -> None:
         pass
 
 
+MAX_SEEDS = 10_000  # engine seeds one comparison may play
+
+
 def _seed_list(text: str | None, cfg: RunConfig) -> list[int]:
     if text is None:
         return list(cfg.run.eval_seeds)
@@ -169,14 +172,15 @@ def _seed_list(text: str | None, cfg: RunConfig) -> list[int]:
             seeds = [int(s) for s in text.split(",") if s.strip()]
         else:
             count = int(text)
-            if count < 1:
-                raise UserError(f"--seeds {text}: must be >= 1")
+            if not 1 <= count <= MAX_SEEDS:
+                raise UserError(f"--seeds {text}: a count of seeds must lie in [1, {MAX_SEEDS}]")
             base = list(cfg.run.eval_seeds)
             seeds = base[:count] + [max(base) + 1 + i for i in range(max(0, count - len(base)))]
     except ValueError:
         raise UserError(f"--seeds {text!r}: expected a count or comma-separated integers") from None
     if len(set(seeds)) != len(seeds) or not seeds:
         raise UserError(f"--seeds {text!r}: seeds must be distinct and at least one")
+    check_seeds("--seeds", seeds)
     return seeds
 
 

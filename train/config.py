@@ -23,6 +23,7 @@ from arkd_env.config import (
     SuiteConfig,
     apply_overrides,
     check,
+    check_seeds,
     deep_merge,
     from_dict,
     help_field,
@@ -104,6 +105,8 @@ class RunOptions:
         check(len(self.eval_seeds) >= 1, "run.eval_seeds", self.eval_seeds, "must list at least one seed")
         check(len(set(self.eval_seeds)) == len(self.eval_seeds), "run.eval_seeds", self.eval_seeds,
                "must not repeat a seed")
+        check_seeds("run.seed", self.seed)
+        check_seeds("run.eval_seeds", self.eval_seeds)
 
 
 @dataclass

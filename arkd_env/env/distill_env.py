@@ -249,6 +249,11 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         return self._starts[seed]
 
     def _pick_seed(self, options: dict[str, Any] | None) -> int:
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError(f"reset(options={options!r}): options must be a mapping such as {{'engine_seed': 3}}")
+        unknown = sorted(set(options or {}) - {"engine_seed"})
+        if unknown:
+            raise ValueError(f"reset(options=...): unknown option {unknown[0]!r} (known: engine_seed)")
         chosen = (options or {}).get("engine_seed")
         if chosen is not None:
             if isinstance(chosen, bool) or not isinstance(chosen, (int, np.integer)) or chosen < 0:

@@ -9,6 +9,7 @@ and ``--debug`` shows the traceback instead. Bad actions, which only Python code
 from __future__ import annotations
 
 import importlib.util
+import os
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,11 @@ def _write(path: Path, content: str | bytes) -> Path:
     else:
         path.write_text(content, encoding="utf-8")
     return path
+
+
+def _fifo(path: Path) -> str:
+    os.mkfifo(path)
+    return str(path)
 
 
 def _data(d: Path, name: str, content: str | bytes) -> list[str]:
@@ -158,6 +164,22 @@ CASES: dict[str, Case] = {
     "wrong-type-set": lambda _: ([*TRAIN, "--set", "env.horizon=abc"], ["env.horizon", "expected an integer"]),
     "wrong-type-set-number": lambda _: ([*TRAIN, "--set", "engine.lr=abc"], ["engine.lr: expected a number"]),
     "list-for-number": lambda _: ([*TRAIN, "--set", "engine.batch_size=[8]"], ["engine.batch_size", "[8]"]),
+    # numbers that are not finite, seeds out of range, counts that could only hang
+    "lr-infinite": lambda _: ([*TRAIN, "--set", "engine.lr=.inf"], ["engine.lr=inf", "finite"]),
+    "reward-scale-nan": lambda _: ([*TRAIN, "--set", "env.reward_scale=.nan"], ["env.reward_scale=nan", "finite"]),
+    "seed-negative": lambda _: ([*TRAIN, "--seed", "-1"], ["run.seed=-1", "a seed must lie in"]),
+    "engine-seed-overflow": lambda _: ([*DISTILL, "--seed", str(2**40)], [f"seed={2**40}", "a seed must lie in"]),
+    "seeds-absurd-count": lambda _: (["compare", "--preset", "nano", "--policies", "fkl", "--seeds", str(10**20)],
+                                     ["--seeds", "a count of seeds must lie in"]),
+    "num-examples-absurd": lambda _: ([*TRAIN, "--set", "engine.data.num_examples=1000000000000"],
+                                      ["data.num_examples=1000000000000", "must lie in"]),
+    "unknown-component": lambda _: ([*DISTILL, "--set", "engine.components=[fkl,nope]"],
+                                    ["engine.components", "'nope'", "register_component"]),
+    # config files that are not plain, small YAML mappings
+    "yaml-duplicate-key": lambda d: (_config(d, "engine:\n  lr: 0.1\n  lr: 0.2\n"), ["bad.yaml", "duplicate key 'lr'"]),
+    "yaml-nested-too-deeply": lambda d: (_config(d, "a: " + "[" * 20000 + "]" * 20000 + "\n"),
+                                         ["bad.yaml", "nested too deeply"]),
+    "config-is-a-fifo": lambda d: ([*TRAIN, "--config", _fifo(d / "cfg.yaml")], ["cfg.yaml", "not a regular file"]),
     "negative-lr": lambda _: ([*TRAIN, "--set", "engine.lr=-1e-3"], ["lr=-0.001", "must be > 0"]),
     "temperature-0": lambda _: ([*TRAIN, "--set", "engine.temperature=0"], ["temperature=0.0", "must be > 0"]),
     "horizon-0": lambda _: ([*TRAIN, "--set", "env.horizon=0"], ["horizon=0", "must be >= 1"]),
@@ -325,6 +347,10 @@ def envs() -> dict[str, Any]:
     ("binary", 0.5, "Discrete(2)"),
     ("binary", float("nan"), "Discrete(2)"),
     ("binary", np.array([0, 1]), "Discrete(2)"),
+    ("mix", "0.5", "expected numbers"),
+    ("mix", {"fkl": 1.0}, "expected numbers"),
+    ("mix", np.array([0.5 + 0j]), "expected real numbers"),
+    ("binary", "1", "expected numbers"),
 ])
 def test_bad_action_is_refused_and_changes_nothing(envs: dict[str, Any], mode: str, action: Any,
                                                    fragment: str) -> None:
@@ -337,6 +363,20 @@ def test_bad_action_is_refused_and_changes_nothing(envs: dict[str, Any], mode: s
     assert env.distiller.updates == updates
     after = env.distiller.student.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bad_reset_options_and_env_arguments_name_the_argument(envs: dict[str, Any]) -> None:
+    import gymnasium as gym
+
+    from arkd_env.config import ConfigError
+
+    env = envs["mix"].unwrapped
+    with pytest.raises(TypeError, match=r"reset\(options='x'\): options must be a mapping"):
+        env.reset(options="x")
+    with pytest.raises(ValueError, match="unknown option 'engine_sed'"):
+        env.reset(options={"engine_sed": 1})
+    with pytest.raises(ConfigError, match=r"env.reward_scale=nan: must be a finite number"):
+        gym.make("arkd_env/Distill-v0", preset="nano", reward_scale=float("nan"))
 
 
 def test_out_of_range_finite_actions_are_clipped(envs: dict[str, Any]) -> None:
@@ -381,3 +421,11 @@ def test_an_interrupt_keeps_the_run_folder(tmp_path: Path) -> None:
         folder = runs.create_run_dir(tmp_path, "nano", "ppo", 0)
         raise Interrupted(folder, None)
     assert folder.is_dir()
+
+
+def test_an_empty_output_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert _exit_status([*TRAIN, "--output-dir", ""]) == 2
+    assert "run.output_dir=''" in one_error_line(capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
