@@ -190,6 +190,22 @@ def test_rebuild_from_config_equal_and_independent() -> None:
     assert M.rebuild_from_config(model, dtype="bfloat16").dtype == torch.bfloat16
 
 
+def test_loading_prints_no_library_progress_bar(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    from transformers.utils import logging as hf_logging
+
+    model = build(gpt2_arch(tied=False))
+    model.save_pretrained(str(tmp_path / "m"))
+    hf_logging.enable_progress_bar()
+    capfd.readouterr()
+    loaded = M.load_causal_lm(tmp_path / "m")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # the user's setting is given back
+    ids, mask = batch()
+    assert torch.equal(logits(loaded.eval(), ids, mask), logits(model.eval(), ids, mask))
+    AutoModelForCausalLM.from_pretrained(str(tmp_path / "m"))
+    assert "Loading weights" in capfd.readouterr().err  # what the plain call prints, so the check can fail
+
+
 def test_save_pretrained_safe_roundtrip_strips_quantization(tmp_path: Path) -> None:
     model = build(gpt2_arch(tied=False))
     # What a GGUF load leaves in the config:

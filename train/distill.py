@@ -36,11 +36,10 @@ def _embedding_rows(model: Any) -> int:
 
 def evaluate_student(cfg: RunConfig, student_dir: Path) -> dict[str, float]:
     """Validation divergences to the preset's teacher and generation metrics of a saved student."""
-    from transformers import AutoModelForCausalLM
-
     from arkd_env.assets import models
     from arkd_env.assets.build import load_assets
     from arkd_env.engine import Distiller
+    from train.suite import load_student
 
     if not student_dir.is_dir():
         raise FileNotFoundError(f"{student_dir}: student folder not found")
@@ -48,10 +47,7 @@ def evaluate_student(cfg: RunConfig, student_dir: Path) -> dict[str, float]:
         raise FileNotFoundError(f"{student_dir}: not a Hugging Face model folder (no config.json)")
     device = models.pick_device(cfg.engine.device, key="engine.device")
     assets = load_assets(cfg.engine, device)
-    try:
-        student = AutoModelForCausalLM.from_pretrained(str(student_dir))
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{student_dir}: cannot load the student ({err})") from None
+    student = load_student(student_dir, device)
     rows = _embedding_rows(student)
     if rows < assets.vocab_size:
         raise ValueError(f"{student_dir}: the student has {rows} token embeddings but preset "
@@ -59,6 +55,5 @@ def evaluate_student(cfg: RunConfig, student_dir: Path) -> dict[str, float]:
                          "preset it was distilled on")
     if (student_dir / "tokenizer.json").is_file() or (student_dir / "tokenizer_config.json").is_file():
         models.check_tokenizers(assets.tokenizer, models.load_tokenizer(str(student_dir)))
-    student = student.to(device)  # type: ignore[arg-type]  # transformers' stub wraps .to oddly
     distiller = Distiller(cfg.engine, dataclasses.replace(assets, student=student), device=device)
     return {k: float(v) for k, v in distiller.evaluate(generate=True, held_out=True).items()}

@@ -51,10 +51,10 @@ def student_tokenizer(cfg: RunConfig, student_dir: Path) -> Any:
 
 
 def load_student(student_dir: Path, device: Any) -> Any:
-    from transformers import AutoModelForCausalLM
+    from arkd_env.assets.models import load_causal_lm
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(student_dir))
+        model = load_causal_lm(student_dir)
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"{student_dir}: cannot load the student ({err})") from None
     return model.to(device)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from arkd_env.assets import models
 from arkd_env.assets.data import (
@@ -185,7 +185,7 @@ def _teacher_side(cfg: EngineConfig, device: torch.device) -> TeacherSide:
         if built is not None:
             tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(built / "tokenizer")
             dtype = models.resolve_dtype(cfg.teacher_dtype or cfg.teacher.dtype)
-            teacher: PreTrainedModel = AutoModelForCausalLM.from_pretrained(built / "teacher", dtype=dtype)
+            teacher: PreTrainedModel = models.load_causal_lm(built / "teacher", dtype=dtype)
             teacher = teacher.to(device)  # type: ignore[arg-type]
         else:
             tokenizer = _build_tokenizer(cfg)

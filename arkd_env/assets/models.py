@@ -420,34 +420,41 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, device: str 
     return model
 
 
-def _from_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool) -> Any:
+def load_causal_lm(name_or_path: str | Path, **kwargs: Any) -> Any:
+    """``AutoModelForCausalLM.from_pretrained`` without transformers' per-load "Loading weights" progress bar,
+    so what ARKD prints is ARKD's; the caller's progress-bar setting is restored afterwards."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _from_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool) -> Any:
     _check_local(name)
     try:
-        return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code,
-                                                    **_dtype_kwargs(dtype))
+        return load_causal_lm(name, trust_remote_code=trust_remote_code, **_dtype_kwargs(dtype))
     except (OSError, ValueError) as err:
         raise _load_error(name, "model", err) from None
 
 
 def _from_gguf(package: str, dtype: torch.dtype, cache: str | Path | bool) -> Any:
-    from transformers import AutoModelForCausalLM
-
     folder = _gguf_folder(package, cache)
     if folder is not None:
-        return AutoModelForCausalLM.from_pretrained(str(folder / "model"), **_dtype_kwargs(dtype))
+        return load_causal_lm(folder / "model", **_dtype_kwargs(dtype))
     with _shared_gguf_parsing():
         return _dequantized_gguf_model(find_gguf(package)).to(dtype)
 
 
 def _dequantized_gguf_model(path: Path) -> Any:
     """The .gguf model dequantised to float32 (exact whatever dtype callers want), as a plain model."""
-    from transformers import AutoModelForCausalLM
-
     _require_gguf_support()
-    loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                  **_dtype_kwargs(torch.float32))
+    loaded = load_causal_lm(path.parent, gguf_file=path.name, **_dtype_kwargs(torch.float32))
     return rebuild_from_config(loaded)
 
 
