@@ -76,3 +76,16 @@ def test_dataclass_validation_and_replace() -> None:
     cfg = replace(RunConfig(), run={"seed": 9})
     assert cfg.run.seed == 9 and RunConfig().run.seed == 0
     assert parse_overrides(["run.seed=3", "engine.lr=.5"]) == {"run.seed": 3, "engine.lr": 0.5}
+
+
+def test_config_list_prints_every_key_with_its_value_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from train.cli import main
+    from train.config import described_fields
+
+    assert main(["config", "--list", "--preset", "nano", "--set", "engine.lr=1e-3"]) == 0
+    out = capsys.readouterr().out
+    assert "engine.lr = 0.001\n    Peak AdamW learning rate of the student." in out
+    rows = described_fields(load_run_config("nano"))
+    keys = [line.split(" = ")[0] for line in out.splitlines() if not line.startswith(" ")]
+    assert keys == [key for key, _, _ in rows] and len(keys) > 80
+    assert all(text.strip() for _, _, text in rows), [key for key, _, text in rows if not text.strip()]

@@ -9,6 +9,7 @@ traceback instead. Ctrl-C during `arkd train` saves a checkpoint and exits with 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -126,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
                  "arkd demo            (embedded default, about 10 minutes on 2 CPU cores)")
     _common(p)
     p.add_argument("--timesteps", type=int, default=None, help="PPO budget in env steps (run.timesteps)")
+
+    p = _command(sub, "config", "List every config key with its value (the preset's, after --config and --set) "
+                 "and its help.", "arkd config --list --preset nano")
+    _common(p, output=False)
+    p.add_argument("--list", action="store_true", help="list every key (the default)")
     return parser
 
 
@@ -419,9 +425,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from train.config import described_fields
+
+    cfg = _config(args)
+    if args.dry_run:
+        return _dry_run(cfg)
+    for key, value, text in described_fields(cfg):
+        print(f"{key} = {json.dumps(value)}\n    {text}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "prepare": cmd_prepare, "train": cmd_train, "distill": cmd_distill, "evaluate": cmd_evaluate,
-    "compare": cmd_compare, "demo": cmd_demo,
+    "compare": cmd_compare, "demo": cmd_demo, "config": cmd_config,
 }
 
 

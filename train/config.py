@@ -174,11 +174,14 @@ def replace(cfg: RunConfig, **sections: Any) -> RunConfig:
     return new
 
 
-def field_help(cls: type) -> list[tuple[str, str, Any]]:
-    """(name, help, default) of each field of a config dataclass, for documentation."""
-    rows = []
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        rows.append((f.name, str(f.metadata.get("help", "")), default))
+def described_fields(obj: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, value, help) of every leaf field of a config dataclass instance, in declaration order."""
+    rows: list[tuple[str, Any, str]] = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            rows += described_fields(value, f"{key}.")
+        else:
+            rows.append((key, value, str(f.metadata.get("help", ""))))
     return rows
