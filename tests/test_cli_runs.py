@@ -51,3 +51,24 @@ def test_a_failed_command_removes_a_folder_holding_only_its_setup_files(tmp_path
         atomic_write_text(kept / "checkpoints" / "step_2" / "state.json", "{}")
         raise RuntimeError("failed after a checkpoint")
     assert kept.exists()
+
+
+def test_a_locked_run_folder_refuses_a_second_command(tmp_path: Path) -> None:
+    from train.runs import locked
+
+    with locked(tmp_path), pytest.raises(ValueError, match="another arkd command is using this run folder"), \
+            locked(tmp_path):
+        pass
+    with locked(tmp_path):  # released with the first holder
+        pass
+
+
+def test_policies_whose_names_share_a_result_folder_are_refused(tmp_path: Path) -> None:
+    from train.compare import run_compare, unique_labels
+    from train.config import load_run_config
+
+    # A saved policy in a run folder named like the sanitised baseline spec:
+    assert unique_labels(["linear:1->0", "linear-1--0/policy.zip"]) == ["linear:1->0", "linear-1--0-2"]
+    with pytest.raises(ValueError, match=r"'x/y' and 'x-y' would share the result folder"):
+        run_compare(load_run_config("nano"), ["fkl", "rkl"], [100], tmp_path, names=["x/y", "x-y"])
+    assert not (tmp_path / "runs").exists()

@@ -283,6 +283,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         return _dry_run(cfg)
     check_spec(args.policy)
     if args.out:
+        runs.require_kind(Path(args.out), "distill", "--out")
         out = runs.make_out_dir(args.out)
     else:
         out = runs.create_run_dir(cfg.run.output_dir, cfg.preset, f"distill-{label(args.policy)}", cfg.engine.seed)

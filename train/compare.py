@@ -32,7 +32,7 @@ from train import plots
 from train.config import RunConfig
 from train.episode import EpisodeResult, check_played, label, play
 from train.progress import track
-from train.runs import sanitize, write_json
+from train.runs import sanitize, write_json, write_run_info
 
 
 @dataclass
@@ -248,7 +248,7 @@ def unique_labels(specs: Sequence[str]) -> list[str]:
     for spec in specs:
         name = label(spec)
         candidate, k = name, 2
-        while candidate in labels:
+        while sanitize(candidate) in {sanitize(existing) for existing in labels}:
             candidate, k = f"{name}-{k}", k + 1
         labels.append(candidate)
     return labels
@@ -295,6 +295,13 @@ def run_compare(cfg: RunConfig, specs: Sequence[str], seeds: Sequence[int], out_
     for spec in specs:
         check_played(cfg, spec)
     labels = list(names) if names is not None else unique_labels(specs)
+    folders: dict[str, str] = {}
+    for name in labels:  # each policy's seed files go to runs/<sanitized name>/: two names must not share one
+        other = folders.setdefault(sanitize(name), name)
+        if other != name:
+            raise ValueError(f"policies {other!r} and {name!r} would share the result folder "
+                             f"{out_dir / 'runs' / sanitize(name)}; give them distinct names")
+    write_run_info(out_dir, "compare")
     jobs = [(spec, name, seed) for spec, name in zip(specs, labels, strict=True) for seed in seeds]
     done: dict[tuple[str, int], EpisodeResult] = {}
     for name, seed, result in track(_play_all(cfg, jobs), desc="compare", total=len(jobs)):

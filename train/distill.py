@@ -10,7 +10,7 @@ from arkd_env.atomic import atomic_write_text
 from train import plots
 from train.config import RunConfig
 from train.episode import EpisodeResult, check_played, play, played_config
-from train.runs import CONFIG_FILE, METRICS_FILE, write_json
+from train.runs import CONFIG_FILE, METRICS_FILE, locked, require_kind, write_json, write_run_info
 
 STUDENT_DIR = "student"
 
@@ -18,15 +18,18 @@ STUDENT_DIR = "student"
 def distill(cfg: RunConfig, spec: str, seed: int, out_dir: Path) -> EpisodeResult:
     """Run the episode, save the student (Hugging Face folder), metrics.json, config and plots."""
     check_played(cfg, spec)
-    result, env = play(cfg, spec, seed)
-    try:
-        env.unwrapped.distiller.save_student(out_dir / STUDENT_DIR)
-    finally:
-        env.close()
-    atomic_write_text(out_dir / CONFIG_FILE, played_config(cfg, spec).to_yaml())  # the settings it ran with
-    write_json(out_dir / METRICS_FILE, result.summary())
-    plots.weight_trajectories({result.policy: result.steps}, out_dir / "plots" / "weights.png")
-    plots.validation_curves({result.policy: result.steps}, out_dir / "plots" / "validation.png")
+    require_kind(out_dir, "distill", "--out")
+    write_run_info(out_dir, "distill")
+    with locked(out_dir):
+        result, env = play(cfg, spec, seed)
+        try:
+            env.unwrapped.distiller.save_student(out_dir / STUDENT_DIR)
+        finally:
+            env.close()
+        atomic_write_text(out_dir / CONFIG_FILE, played_config(cfg, spec).to_yaml())  # the settings it ran with
+        write_json(out_dir / METRICS_FILE, result.summary())
+        plots.weight_trajectories({result.policy: result.steps}, out_dir / "plots" / "weights.png")
+        plots.validation_curves({result.policy: result.steps}, out_dir / "plots" / "validation.png")
     return result
 
 

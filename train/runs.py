@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import shutil
 import time
@@ -143,6 +144,55 @@ def read_json(path: str | Path) -> Any:
         raise FileNotFoundError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+RUN_FORMAT = 1
+RUN_KINDS = ("train", "distill", "compare")
+
+
+def write_run_info(folder: Path, kind: str) -> None:
+    """Mark ``folder`` as the output of one kind of command, so another command cannot write over it."""
+    from arkd_env import __version__
+
+    write_json(folder / RUN_INFO, {"format": RUN_FORMAT, "kind": kind, "arkd_version": __version__,
+                                   "created": time.time()})
+
+
+def run_kind(folder: Path) -> str | None:
+    """The kind of run ``folder`` holds, None when it holds none (no run.json); checks the format version."""
+    info_path = folder / RUN_INFO
+    if not info_path.is_file():
+        return None
+    info = read_json(info_path)
+    if info.get("format") != RUN_FORMAT:
+        raise ValueError(f"{folder}: run folder format {info.get('format')!r}, this ARKD reads {RUN_FORMAT}")
+    return str(info.get("kind", "train"))  # folders from before kinds were recorded: only train wrote run.json
+
+
+def require_kind(folder: Path, kind: str, flag: str) -> None:
+    """Refuse to write ``kind`` outputs into a folder that holds another kind of run."""
+    found = run_kind(folder)
+    if found is not None and found != kind:
+        raise ValueError(f"{folder}: holds an `arkd {found}` run; {flag} takes a folder of `arkd {kind}` "
+                         "(give another folder, so that run is not overwritten)")
+
+
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold ``folder`` for this process: a second arkd command on the same run folder fails at once instead of
+    interleaving its writes with ours. The lock dies with the process, so a killed run leaves none behind."""
+    import fcntl
+
+    handle = os.open(folder, os.O_RDONLY)  # the folder itself is locked: no lock file to leave behind
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{folder}: another arkd command is using this run folder; wait for it to "
+                             "finish") from None
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
 
 
 def require_run_dir(path: str | Path) -> Path:

@@ -27,13 +27,13 @@ from train.runs import (
     CONFIG_FILE,
     METRICS_FILE,
     POLICY_FILE,
-    RUN_INFO,
-    read_json,
+    locked,
     require_run_dir,
+    run_kind,
     write_json,
+    write_run_info,
 )
 
-RUN_FORMAT = 1
 TB_DIR = "tb"
 
 
@@ -67,20 +67,16 @@ def check_algo(cfg: RunConfig) -> None:
 
 
 def write_run_files(cfg: RunConfig, run_dir: Path) -> None:
-    from arkd_env import __version__
-
     atomic_write_text(run_dir / CONFIG_FILE, cfg.to_yaml())
-    write_json(run_dir / RUN_INFO, {"format": RUN_FORMAT, "arkd_version": __version__, "created": time.time()})
+    write_run_info(run_dir, "train")
 
 
 def load_run(run_dir: str | Path) -> RunConfig:
-    """The resolved config of a run folder, after checking the folder's format."""
+    """The resolved config of a train run folder, after checking the folder's format and kind."""
     path = require_run_dir(run_dir)
-    info_path = path / RUN_INFO
-    if info_path.is_file():
-        info = read_json(info_path)
-        if info.get("format") != RUN_FORMAT:
-            raise ValueError(f"{path}: run folder format {info.get('format')!r}, this ARKD reads {RUN_FORMAT}")
+    if run_kind(path) != "train":
+        raise ValueError(f"{path}: not a folder of `arkd train` (no train run.json); --resume continues only "
+                         "train runs")
     from arkd_env.config import read_yaml
 
     return build(read_yaml(path / CONFIG_FILE), str(path / CONFIG_FILE))
@@ -183,8 +179,9 @@ def train(cfg: RunConfig, run_dir: Path, resume: bool = False, evaluate: bool = 
     check_algo(cfg)
     if not resume:
         write_run_files(cfg, run_dir)
-    start = time.perf_counter()
-    model = learn(cfg, run_dir, resume)
-    wall = time.perf_counter() - start
-    metrics = finish(cfg, run_dir, model, wall) if evaluate else {"num_timesteps": int(model.num_timesteps)}
+    with locked(run_dir):  # two resumes of one run would write the same learning curve and checkpoints
+        start = time.perf_counter()
+        model = learn(cfg, run_dir, resume)
+        wall = time.perf_counter() - start
+        metrics = finish(cfg, run_dir, model, wall) if evaluate else {"num_timesteps": int(model.num_timesteps)}
     return TrainResult(run_dir=run_dir, num_timesteps=int(model.num_timesteps), metrics=metrics)

@@ -243,6 +243,12 @@ CASES: dict[str, Case] = {
     "run-folder-config-from-other-version": lambda d: (
         ["train", "--resume", str(_run_folder(d, config_extra="added_later: {x: 1}\n"))],
         ["config.yaml", "unknown key 'added_later'"]),
+    # a run folder knows its kind: no command writes over another command's run
+    "resume-a-distill-folder": lambda d: (
+        ["train", "--resume", str(_run_folder(d, '{"format": 1, "kind": "distill"}'))],
+        ["not a folder of `arkd train`"]),
+    "distill-out-into-a-train-run": lambda d: ([*DISTILL, "--out", str(_run_folder(d))],
+                                               ["holds an `arkd train` run", "--out"]),
     "run-folder-missing": lambda d: (["train", "--resume", str(d / "gone")], ["gone", "run folder not found"]),
     "resume-changes-settings": lambda d: (["train", "--resume", str(_run_folder(d)), "--algo", "sac"],
                                           ["agent.algo would change from 'ppo' to 'sac'",
