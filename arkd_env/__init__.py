@@ -10,5 +10,10 @@ from gymnasium.envs.registration import register
 
 __version__ = "0.1.0"
 
+
+class ARKDWarning(UserWarning):
+    """Base of ARKD's own warnings, which the `arkd` command shows even when it silences the libraries'."""
+
+
 # Registered here, once: the entry point adds the reward wrapper a config asks for (arkd_env.env.wrappers).
 register(id="arkd_env/Distill-v0", entry_point="arkd_env.env.wrappers:make_distill_env", nondeterministic=True)

@@ -171,3 +171,17 @@ def test_prepare_and_help(capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit) as exited:
             main([command, "--help"])
         assert exited.value.code == 0 and "example:" in capsys.readouterr().out, command
+
+
+def test_arkds_own_warnings_survive_the_silenced_libraries() -> None:
+    import warnings
+
+    from arkd_env.vec.ray import ActorRestartWarning
+    from train.cli import _configure_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _configure_warnings(debug=False)
+        warnings.warn("a library's", DeprecationWarning, stacklevel=1)
+        warnings.warn("env 0 replaced", ActorRestartWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["env 0 replaced"]

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from arkd_env import ARKDWarning
 from arkd_env.config import ConfigError, check_seeds
 from train.config import RunConfig, load_run_config, replace
 from train.errors import Interrupted, UserError
@@ -454,14 +455,20 @@ def _sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _configure_warnings(debug: bool) -> None:
+    """Without --debug the libraries' warnings are silenced; ARKD's own (ActorRestartWarning, ...) still show."""
+    if not debug:
+        warnings.filterwarnings("ignore")
+        warnings.filterwarnings("default", category=ARKDWarning)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USER_ERROR
-    if not args.debug:
-        warnings.filterwarnings("ignore")
+    _configure_warnings(args.debug)
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
         with removed_on_error():  # a failed command leaves no half-made run folder behind

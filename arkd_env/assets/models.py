@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from arkd_env import ARKDWarning
 from arkd_env.assets.locate import hub_offline, is_local
 from arkd_env.atomic import atomic_path
 from arkd_env.config import ConfigError, ModelConfig
@@ -327,7 +328,7 @@ def align_vocab(teacher: nn.Module, student: nn.Module, tokenizer: Any) -> int:
         _WARNED_VOCAB.add(key)
         message = (f"teacher has {t_rows} and student {s_rows} vocabulary rows (padding); comparing logits "
                    f"over the {n_tokens} tokens of the shared tokenizer")
-        warnings.warn(message, UserWarning, stacklevel=2)
+        warnings.warn(message, ARKDWarning, stacklevel=2)
         logger.warning(message)
     return n_tokens
 
@@ -509,7 +510,7 @@ def _gguf_folder(package: str, cache: str | Path | bool) -> Path | None:
     _save_atomically(folder / "tokenizer", lambda p: _save_tokenizer(tokenizer, p))
     if not _cache_complete(folder):
         warnings.warn(f"could not cache the converted {path.name} in {folder} (set ARKD_CACHE_DIR to a "
-                      "writable folder); loading it from the .gguf each time", UserWarning, stacklevel=3)
+                      "writable folder); loading it from the .gguf each time", ARKDWarning, stacklevel=3)
         return None
     return folder
 

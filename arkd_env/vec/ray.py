@@ -44,12 +44,14 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
+from arkd_env import ARKDWarning
+
 __all__ = ["ActorRestartWarning", "RayVecEnv", "init_ray"]
 
 _INSTALL_HINT = 'install it with: pip install "arkd[ray]"'
 
 
-class ActorRestartWarning(RuntimeWarning):
+class ActorRestartWarning(ARKDWarning, RuntimeWarning):
     """A sub-environment's Ray actor timed out or died and was replaced; its episode was truncated."""
 
 
