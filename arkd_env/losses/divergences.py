@@ -48,26 +48,26 @@ def _zero_in_graph(like: Tensor) -> Tensor:
     return like * 0.0
 
 
+def _skew(name: str, pair: Pair, alpha: float, forward: bool) -> Tensor:
+    """KL(a || alpha a + (1 - alpha) b) with (a, b) = (p, q) when ``forward``, else (q, p)."""
+    check_unit(name, "alpha", alpha)
+    pure = pair.fkl if forward else pair.rkl
+    if alpha == 0.0:
+        return pure
+    if alpha == 1.0:
+        return _zero_in_graph(pure)
+    probs, own, other = (pair.p, pair.lt, pair.ls) if forward else (pair.q, pair.ls, pair.lt)
+    return rowdot(probs, own - _log_mixture(own, other, alpha))
+
+
 def _c_skew_fkl(pair: Pair, alpha: float = 0.1) -> Tensor:
     """DistiLLM skew KL: KL(p || alpha p + (1 - alpha) q), alpha in [0, 1] (alpha = 0 gives FKL)."""
-    check_unit("skew_fkl", "alpha", alpha)
-    if alpha == 0.0:
-        return pair.fkl
-    if alpha == 1.0:
-        return _zero_in_graph(pair.fkl)
-    log_m = _log_mixture(pair.lt, pair.ls, alpha)
-    return rowdot(pair.p, pair.lt - log_m)
+    return _skew("skew_fkl", pair, alpha, forward=True)
 
 
 def _c_skew_rkl(pair: Pair, alpha: float = 0.1) -> Tensor:
     """DistiLLM skew reverse KL: KL(q || alpha q + (1 - alpha) p), alpha in [0, 1] (alpha = 0 gives RKL)."""
-    check_unit("skew_rkl", "alpha", alpha)
-    if alpha == 0.0:
-        return pair.rkl
-    if alpha == 1.0:
-        return _zero_in_graph(pair.rkl)
-    log_m = _log_mixture(pair.ls, pair.lt, alpha)
-    return rowdot(pair.q, pair.ls - log_m)
+    return _skew("skew_rkl", pair, alpha, forward=False)
 
 
 def _c_jsd(pair: Pair, beta: float = 0.5) -> Tensor:
