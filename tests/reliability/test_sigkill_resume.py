@@ -13,6 +13,7 @@ import pytest
 import yaml
 from _cli_helpers import TINY, TINY_PPO, arkd, popen
 
+from arkd_env.atomic import TEMP_PREFIX
 from train import checkpoints
 
 pytestmark = pytest.mark.slow
@@ -32,7 +33,7 @@ def check_nothing_half_written(run: Path) -> None:
 
     root = run / checkpoints.CHECKPOINT_DIR
     for child in root.iterdir() if root.is_dir() else []:
-        assert child.name.startswith((".tmp-", "step_")), child
+        assert child.name.startswith((TEMP_PREFIX, "step_")), child
     for step, folder in checkpoints.complete(root):
         state = json.loads((folder / checkpoints.STATE_FILE).read_text())
         assert state["num_timesteps"] == step
@@ -42,7 +43,7 @@ def check_nothing_half_written(run: Path) -> None:
     if (run / "policy.zip").exists():
         load_agent(run / "policy.zip")
     for hidden in run.glob(".*"):  # a killed atomic write leaves only its hidden temporary file
-        assert hidden.name.endswith((".tmp", ".tmp.zip")), hidden
+        assert hidden.name.startswith(TEMP_PREFIX), hidden
 
 
 def test_ten_sigkills_and_resumes_reach_the_final_step(tmp_path: Path) -> None:
