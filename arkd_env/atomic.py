@@ -33,6 +33,8 @@ def atomic_path(target: str | Path, *, folder: bool = False, replace: bool = Tru
         handle, name = tempfile.mkstemp(prefix=prefix, suffix=f"-{target.name}", dir=target.parent)
         os.close(handle)
         tmp = Path(name)
+    # tempfile makes private (0600/0700) entries; what lands in place gets the permissions a plain write gives.
+    os.chmod(tmp, (0o777 if folder else 0o666) & ~_umask())
     try:
         yield tmp
         if target.exists() and not replace:
@@ -42,8 +44,13 @@ def atomic_path(target: str | Path, *, folder: bool = False, replace: bool = Tru
             # window in which neither exists is one rename long.
             old = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
             os.replace(target, old / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                os.replace(old / target.name, target)  # put the previous version back
+                raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
     finally:
@@ -73,3 +80,9 @@ def remove_leftovers(folder: str | Path) -> None:
                     shutil.rmtree(child, ignore_errors=True)
                 else:
                     child.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask

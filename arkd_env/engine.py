@@ -144,8 +144,14 @@ class Distiller:
     def _own_rng(self, seed: int | None = None) -> Iterator[None]:
         """Run a block on a torch RNG seeded by ``seed`` (default: drawn from the engine's generator), giving the
         caller's global RNG back afterwards untouched."""
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(self._draw_seed() if seed is None else seed)
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            value = self._draw_seed() if seed is None else seed
+            # Only the generators fork_rng gives back: torch.manual_seed would reseed every other GPU's too.
+            torch.default_generator.manual_seed(value)
+            if cuda:
+                with torch.cuda.device(self.device):
+                    torch.cuda.manual_seed(value)
             yield
 
     def _fused_heads(self) -> tuple[models.LMHeadParts | None, models.LMHeadParts | None]:

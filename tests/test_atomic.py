@@ -45,3 +45,17 @@ def test_remove_leftovers_deletes_only_temporaries(tmp_path: Path) -> None:
     (tmp_path / "step_3").mkdir()
     remove_leftovers(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["step_3"]
+
+
+def test_written_files_and_folders_get_the_permissions_of_a_plain_write(tmp_path: Path) -> None:
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        written = atomic_write_text(tmp_path / "run.json", "{}")
+        with atomic_path(tmp_path / "cache", folder=True) as tmp:
+            (tmp / "x").write_text("1")
+    finally:
+        os.umask(mask)
+    assert written.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o755

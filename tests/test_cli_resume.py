@@ -35,6 +35,9 @@ def test_resume_accepts_the_original_command(saved_run: Path) -> None:
     assert resumed_config(saved_run, *COMMAND, "--output-dir", str(saved_run.parent)) == saved
     assert resumed_config(saved_run, "train") == saved  # no flags: the saved config
     assert resumed_config(saved_run, "train", "--timesteps", "80").run.timesteps == 80
+    # One of the original flags repeated alone keeps the others as saved (TINY set env.horizon=2).
+    assert resumed_config(saved_run, "train", "--set", "env.updates_per_step=1") == saved
+    assert resumed_config(saved_run, "train", "--preset", "nano") == saved
 
 
 @pytest.mark.parametrize(("flags", "message"), [

@@ -110,3 +110,13 @@ def test_deep_merge_layers_nested_keys_and_replaces_the_rest() -> None:
     base = {"a": {"b": 1, "c": [1]}, "d": 1}
     merged = deep_merge(base, {"a": {"c": [2]}, "d": {"e": 2}})
     assert merged == {"a": {"b": 1, "c": [2]}, "d": {"e": 2}} and base["a"] == {"b": 1, "c": [1]}
+
+
+def test_yaml_merge_keys_load_and_unhashable_keys_are_one_line(tmp_path: Path) -> None:
+    merged = tmp_path / "merge.yaml"
+    merged.write_text("base: &b {lr: 0.1}\nengine:\n  <<: *b\n  seed: 2\n")
+    assert read_yaml(merged)["engine"] == {"lr": 0.1, "seed": 2}
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("? [1, 2]\n: x\n")
+    with pytest.raises(ConfigError, match=r"odd\.yaml: line 1 malformed YAML \(unhashable key"):
+        read_yaml(odd)

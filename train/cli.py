@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from arkd_env import ARKDWarning
-from arkd_env.config import ConfigError, check_seeds
-from train.config import RunConfig, load_run_config, replace
+from arkd_env.config import ConfigError, apply_overrides, check_seeds, deep_merge, parse_overrides, read_yaml
+from train.config import SECTIONS, RunConfig, build, load_run_config, replace
 from train.errors import Interrupted, UserError
 from train.progress import say
 from train.runs import removed_on_error
@@ -229,11 +229,12 @@ def _train_config(args: argparse.Namespace) -> tuple[RunConfig, Path | None]:
     agent.setdefault("ray_address", saved.agent.ray_address)
     run = {k: getattr(saved.run, k) if v is None else v for k, v in run.items()}
     run["output_dir"] = saved.run.output_dir  # the run folder is given, so where new ones go does not matter
-    if args.preset is not None or args.config is not None or args.overrides:
-        args = argparse.Namespace(**{**vars(args), "preset": args.preset or saved.preset, "output_dir": None})
-        requested = _config(args, agent=agent, run=run)
-    else:
-        requested = replace(saved, agent=agent, run=run)
+    values = {**saved.to_dict(), "preset": args.preset or saved.preset}
+    if args.config is not None:
+        values = deep_merge(values, read_yaml(args.config))
+    if args.overrides:
+        values = apply_overrides(values, parse_overrides(args.overrides, ("preset", *SECTIONS)))
+    requested = replace(build(values, "command line"), agent=agent, run=run)
     for key, old, new in _differences(saved.to_dict(), requested.to_dict()):
         if key != "run.timesteps":
             raise UserError(f"--resume continues {run_dir} with its saved config; {key} would change from "

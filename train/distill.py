@@ -19,8 +19,8 @@ def distill(cfg: RunConfig, spec: str, seed: int, out_dir: Path) -> EpisodeResul
     """Run the episode, save the student (Hugging Face folder), metrics.json, config and plots."""
     check_played(cfg, spec)
     require_kind(out_dir, "distill", "--out")
-    write_run_info(out_dir, "distill")
     with locked(out_dir):
+        write_run_info(out_dir, "distill")
         result, env = play(cfg, spec, seed)
         try:
             env.unwrapped.distiller.save_student(out_dir / STUDENT_DIR)

@@ -18,7 +18,7 @@ class LineProgress:
     """The part of tqdm's interface ARKD uses, printed as occasional plain lines on stdout."""
 
     def __init__(self, total: int | None, desc: str, unit: str, initial: int = 0) -> None:
-        self.total, self.desc, self.unit, self.n = total, desc, unit, initial
+        self.total, self.desc, self.unit, self.n, self._initial = total, desc, unit, initial, initial
         self._start = time.monotonic()
         self._last: float | None = None  # when the last record was printed
         self._printed = -1  # the count it showed
@@ -41,7 +41,8 @@ class LineProgress:
         elapsed = now - self._start
         if self.total:
             share = self.n / self.total
-            left = f", about {elapsed * (1 - share) / share:.0f} s left" if 0 < share < 1 else ""
+            rate = (self.n - self._initial) / elapsed if elapsed > 0 else 0.0  # this session's pace, not a resume's
+            left = f", about {(self.total - self.n) / rate:.0f} s left" if rate > 0 and share < 1 else ""
             done = f"{self.n}/{self.total} {self.unit} ({100 * share:.0f}%)"
         else:
             done, left = f"{self.n} {self.unit}", ""

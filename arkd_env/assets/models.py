@@ -329,7 +329,6 @@ def align_vocab(teacher: nn.Module, student: nn.Module, tokenizer: Any) -> int:
         message = (f"teacher has {t_rows} and student {s_rows} vocabulary rows (padding); comparing logits "
                    f"over the {n_tokens} tokens of the shared tokenizer")
         warnings.warn(message, ARKDWarning, stacklevel=2)
-        logger.warning(message)
     return n_tokens
 
 

@@ -34,7 +34,8 @@ def normalize_vec_rewards(venv: Any) -> Any:
     """``venv`` (an SB3 VecEnv) with rewards normalised as ``normalize_reward`` promises; observations untouched."""
     from stable_baselines3.common.vec_env import VecNormalize
 
-    return VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=RETURN_GAMMA)
+    # No clipping: VecNormalize's default ±10 would cut nan_penalty steps, which the env-level rule never did.
+    return VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=RETURN_GAMMA, clip_reward=np.inf)
 
 
 def normalizer_state(model: Any) -> dict[str, Any] | None:
