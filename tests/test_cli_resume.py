@@ -38,6 +38,10 @@ def test_resume_accepts_the_original_command(saved_run: Path) -> None:
     # One of the original flags repeated alone keeps the others as saved (TINY set env.horizon=2).
     assert resumed_config(saved_run, "train", "--set", "env.updates_per_step=1") == saved
     assert resumed_config(saved_run, "train", "--preset", "nano") == saved
+    from train.errors import UserError
+
+    with pytest.raises(UserError, match=r"agent\.algo would change from 'ppo' to 'a2c'"):  # a --set alone counts
+        resumed_config(saved_run, "train", "--set", "agent.algo=a2c")
 
 
 @pytest.mark.parametrize(("flags", "message"), [

@@ -222,19 +222,16 @@ def _train_config(args: argparse.Namespace) -> tuple[RunConfig, Path | None]:
     saved = load_run(run_dir)
     if args.name is not None and args.name != run_dir.name:
         raise UserError(f"--name {args.name!r}: the resumed run is {run_dir.name!r}")
-    # The flags of the original command may be given again; any that would change the saved config is refused.
-    # A flag left out means "as saved", never the preset's default.
-    agent = {k: getattr(saved.agent, k) if v is None else v for k, v in agent.items()}
-    agent.setdefault("vec_env", saved.agent.vec_env)
-    agent.setdefault("ray_address", saved.agent.ray_address)
-    run = {k: getattr(saved.run, k) if v is None else v for k, v in run.items()}
-    run["output_dir"] = saved.run.output_dir  # the run folder is given, so where new ones go does not matter
+    # The flags of the original command may be given again, layered over the saved config (a flag left out means
+    # "as saved"); any that would change it is refused. --output-dir does not matter: the run folder is given.
     values = {**saved.to_dict(), "preset": args.preset or saved.preset}
     if args.config is not None:
         values = deep_merge(values, read_yaml(args.config))
     if args.overrides:
         values = apply_overrides(values, parse_overrides(args.overrides, ("preset", *SECTIONS)))
-    requested = replace(build(values, "command line"), agent=agent, run=run)
+    given = {section: {k: v for k, v in flags.items() if v is not None}
+             for section, flags in (("agent", agent), ("run", run))}
+    requested = replace(build(values, "command line"), **{k: v for k, v in given.items() if v})
     for key, old, new in _differences(saved.to_dict(), requested.to_dict()):
         if key != "run.timesteps":
             raise UserError(f"--resume continues {run_dir} with its saved config; {key} would change from "
