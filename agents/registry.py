@@ -21,6 +21,7 @@ from typing import Any
 from gymnasium import spaces
 
 from agents.baselines import BASELINE_NAMES, BaselinePolicy, is_baseline_spec, make_baseline
+from agents import policy_spec
 from agents.hparams import load_hyperparams, resolve_objects
 from agents.spaces import check_spaces
 
@@ -184,6 +185,7 @@ def make_agent(name: str, env: Any, hyperparams: Mapping[str, Any] | None = None
     else:
         raise _unknown(name)
     action_dim = int(env.action_space.shape[0]) if isinstance(env.action_space, spaces.Box) else None
+    plain = values  # the YAML-level values: what a saved policy's spec rebuilds the agent from
     values = resolve_objects(values, action_dim)
     names, _ = _accepted(cls)
     if "policy" in names:
@@ -192,7 +194,9 @@ def make_agent(name: str, env: Any, hyperparams: Mapping[str, Any] | None = None
     if device is not None:
         extras["device"] = device
     kwargs = _constructor_kwargs(cls, name, values, extras)
-    return cls(env=env, **kwargs)
+    model = cls(env=env, **kwargs)
+    policy_spec.remember(model, key if key in ALGORITHMS else name, plain, env)
+    return model
 
 
 # Saving and loading --------------------------------------------------------------------------
@@ -218,7 +222,8 @@ def agent_target(model: Any) -> str:
 
 
 def save_agent(model: Any, path: str | Path) -> Path:
-    """``model.save(path)`` plus a small record of its algorithm, so :func:`load_agent` needs no name."""
+    """``model.save(path)`` plus a JSON record of its algorithm and, for an agent :func:`make_agent` built,
+    the spec that lets :func:`load_agent` rebuild it without unpickling anything (:mod:`agents.policy_spec`)."""
     model.save(str(path))
     saved = _zip_path(path)
     if not zipfile.is_zipfile(saved):
@@ -226,8 +231,12 @@ def save_agent(model: Any, path: str | Path) -> Path:
     with zipfile.ZipFile(saved) as archive:
         if META_FILE in archive.namelist():
             return saved
+    record: dict[str, Any] = {"algo": agent_target(model)}
+    spec = policy_spec.spec_of(model)
+    if spec is not None:
+        record["spec"] = spec
     with zipfile.ZipFile(saved, "a") as archive:
-        archive.writestr(META_FILE, json.dumps({"algo": agent_target(model)}))
+        archive.writestr(META_FILE, json.dumps(record))
     return saved
 
 
@@ -247,25 +256,35 @@ def _guess_sb3_algo(data: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _saved_algo(path: Path) -> str | None:
+def _record(path: Path) -> dict[str, Any]:
+    """What a saved file says of itself: ``kind`` (its algorithm, or None), ``spec`` and ``data`` (SB3's
+    field mapping, parsed as JSON only)."""
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         if "baseline.json" in names:
-            return "baseline"
-        if META_FILE in names:
-            return str(json.loads(archive.read(META_FILE))["algo"])
-        if "data" in names:
-            return _guess_sb3_algo(json.loads(archive.read("data")))
-    return None
+            return {"kind": "baseline"}
+        data = json.loads(archive.read("data")) if "data" in names else None
+        meta = json.loads(archive.read(META_FILE)) if META_FILE in names else None
+    if meta is not None and not (isinstance(meta, Mapping) and isinstance(meta.get("algo"), str)):
+        raise ValueError(f"{path}: {META_FILE} must be a mapping with a string 'algo'")
+    if data is not None and not isinstance(data, Mapping):
+        raise ValueError(f"{path}: its 'data' entry must be a mapping of fields")
+    kind = meta["algo"] if meta is not None else (_guess_sb3_algo(data) if data is not None else None)
+    return {"kind": kind, "spec": (meta or {}).get("spec"), "data": data}
 
 
 def load_agent(name_or_path: str | Path, env: Any = None, algo: str | None = None,
-               device: str = "auto") -> Any:
+               device: str = "auto", allow_pickle: bool = False) -> Any:
     """Load a saved policy (SB3 zip, REINFORCE, baseline) or build a baseline from its name.
 
     The algorithm is read from the file (see :func:`save_agent`) or recognised from SB3's own
     fields; pass ``algo`` (a name or ``module:Class``) for anything else. With ``env`` the
     spaces are checked (:func:`agents.spaces.check_spaces`) and the policy is attached to it.
+
+    No pickle in the file is run: the objects SB3 keeps pickled are rebuilt from the spec
+    :func:`save_agent` wrote. A file without a spec whose data holds pickles (a plain
+    ``model.save``, or one from another tool) is refused unless ``allow_pickle=True``: pass it only
+    for a file you made yourself, since unpickling a crafted file runs its code.
     """
     path = _zip_path(name_or_path)
     if not path.is_file():
@@ -278,25 +297,52 @@ def load_agent(name_or_path: str | Path, env: Any = None, algo: str | None = Non
         raise ValueError(f"no saved policy at {text!r} and not a baseline name "
                          f"(baselines: {', '.join(BASELINE_NAMES)})")
     try:
-        kind = algo or (_saved_algo(path) if zipfile.is_zipfile(path) else None)
-    except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as err:  # a corrupt entry; JSON errors included
+        record = _record(path) if zipfile.is_zipfile(path) else {"kind": None}
+    except json.JSONDecodeError as err:
         raise _unreadable(path, err) from None
+    except ValueError:
+        raise
+    except (zipfile.BadZipFile, KeyError, EOFError, OSError) as err:  # a corrupt or truncated entry
+        raise _unreadable(path, err) from None
+    kind = algo or record["kind"]
     if kind is None:
         raise ValueError(f"{path}: not a policy saved by ARKD or Stable-Baselines3 (damaged or truncated, or "
                          f"another kind of file); for a policy in another format pass algo= "
                          f"(one of {', '.join(ALGORITHMS)} or 'package.module:Class')")
     cls: Any = BaselinePolicy if kind == "baseline" else (
         algorithm_class(kind) if kind in ALGORITHMS else import_class(kind))
-    model = _read(cls, path, env if kind == "baseline" else None, device)
+    objects = _replacements(path, record, allow_pickle)
+    model = _read(cls, path, env if kind == "baseline" else None, device, objects)
     if env is None or kind == "baseline":
-        return model
+        return _remembered(model, record)
     # Check with our message first, then reload bound to env (SB3's set_env would refuse an env
     # with another number of sub-envs than the policy was trained with).
     try:
         check_spaces(model, env)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
-    return _read(cls, path, env, device)
+    return _remembered(_read(cls, path, env, device, objects), record)
+
+
+def _replacements(path: Path, record: Mapping[str, Any], allow_pickle: bool) -> dict[str, Any] | None:
+    """SB3's ``custom_objects`` for ``path``: every pickled field rebuilt from the spec, so none is unpickled."""
+    data = record.get("data")
+    pickled = policy_spec.serialized_fields(data) if data is not None else []
+    if not pickled or allow_pickle and record.get("spec") is None:
+        return None
+    if record.get("spec") is None:
+        raise ValueError(f"{path}: its data holds pickled objects ({', '.join(pickled)}) and no ARKD spec to "
+                         "rebuild them from, and unpickling a file runs its code; save it with "
+                         "agents.save_agent from an agent made by make_agent, or, only for a file you made, "
+                         "load it with load_agent(..., allow_pickle=True)")
+    return policy_spec.custom_objects(record["spec"], data, str(path))
+
+
+def _remembered(model: Any, record: Mapping[str, Any]) -> Any:
+    """A loaded agent keeps its spec, so that saving it again (a resumed run's checkpoint) keeps it too."""
+    if record.get("spec") is not None:
+        policy_spec.remember(model, record["spec"]["algo"], record["spec"]["hyperparams"], model)
+    return model
 
 
 def _unreadable(path: Path, err: BaseException) -> ValueError:
@@ -304,16 +350,15 @@ def _unreadable(path: Path, err: BaseException) -> ValueError:
     return ValueError(f"{path}: not a readable saved policy, damaged or truncated ({type(err).__name__}: {first})")
 
 
-def _read(cls: Any, path: Path, env: Any, device: str) -> Any:
-    """``cls.load``; a damaged file gives one ValueError naming ``path`` (a missing package stays an ImportError).
-
-    Stable-Baselines3 zip files hold pickled objects: load only files you wrote (your own run folders)."""
+def _read(cls: Any, path: Path, env: Any, device: str, objects: dict[str, Any] | None) -> Any:
+    """``cls.load``; a damaged file gives one ValueError naming ``path`` (a missing package stays an ImportError)."""
+    extra = {} if objects is None else {"custom_objects": objects}
     try:
         if cls is BaselinePolicy:
             return cls.load(path, env=env)
         if env is None:
-            return cls.load(str(path), device=device)
-        return cls.load(str(path), env=env, device=device)
+            return cls.load(str(path), device=device, **extra)
+        return cls.load(str(path), env=env, device=device, **extra)
     except ImportError:
         raise
     except ValueError as err:

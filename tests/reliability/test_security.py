@@ -171,8 +171,7 @@ class _RunsCode:
 
 def test_a_policy_file_whose_tensors_run_code_is_refused_unrun(tmp_path: Path) -> None:
     """ARKD's own policy format (REINFORCE: JSON + torch tensors) loads no pickle: weights that would run code
-    are refused with one ValueError, and the code never runs. (Stable-Baselines3 zips do hold cloudpickles in
-    their ``data`` entry, which is why the README says to load those only from your own run folders.)"""
+    are refused with one ValueError, and the code never runs."""
     import io
 
     import torch
@@ -197,6 +196,108 @@ def test_a_policy_file_whose_tensors_run_code_is_refused_unrun(tmp_path: Path) -
     with pytest.raises(ValueError, match=r"hostile\.zip: not a readable saved policy.*Weights only load failed"):
         load_agent(hostile, env)
     assert not marker.exists()
+
+
+def _with_pickled_field(source: Path, target: Path, field: str, payload: object) -> None:
+    """``source`` with one ``:serialized:`` field of SB3's ``data`` replaced by a cloudpickle of ``payload``."""
+    import base64
+    import json
+
+    import cloudpickle
+
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
+        for item in original.infolist():
+            blob = original.read(item)
+            if item.filename == "data":
+                data = json.loads(blob)
+                data[field][":serialized:"] = base64.b64encode(cloudpickle.dumps(payload)).decode()
+                blob = json.dumps(data).encode()
+            copy.writestr(item, blob)
+
+
+def test_a_crafted_pickle_in_a_stable_baselines3_policy_never_runs(tmp_path: Path) -> None:
+    """Every pickled field of an SB3 ``data`` entry is rebuilt from the JSON spec ARKD saved beside it, so a
+    payload planted in one (here the policy class, read by every load) is never unpickled: the policy loads and
+    acts as before, and no marker appears. The same file given to SB3's own ``load`` does run the payload."""
+    import numpy as np
+    from _toy_env import ToyDistillEnv
+    from stable_baselines3 import PPO
+
+    from agents.registry import load_agent, make_agent, save_agent
+
+    env = ToyDistillEnv("mix", horizon=2)
+    good = save_agent(make_agent("ppo", env, {"n_steps": 2, "batch_size": 2}, seed=0), tmp_path / "good")
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "hostile.zip"
+    _with_pickled_field(good, hostile, "policy_class", _RunsCode(marker))
+    obs, _ = env.reset(seed=0)
+    loaded = load_agent(hostile, env)
+    assert not marker.exists()
+    expected = load_agent(good, env).predict(obs, deterministic=True)[0]
+    assert np.allclose(loaded.predict(obs, deterministic=True)[0], expected)
+    with pytest.raises(Exception):  # noqa: B017 - the payload is live: an unpickling load runs it (then fails)
+        PPO.load(hostile)
+    assert marker.is_dir()
+
+
+@pytest.mark.parametrize(("algo", "mode"), [("ppo", "mix"), ("a2c", "mix"), ("sac", "mix"), ("td3", "mix"),
+                                            ("ddpg", "mix"), ("tqc", "mix"), ("trpo", "mix"),
+                                            ("recurrent_ppo", "mix"), ("dqn", "binary"), ("qrdqn", "binary")])
+def test_no_registered_algorithm_unpickles_on_load(algo: str, mode: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """With cloudpickle's loader disabled inside Stable-Baselines3, a saved, learned, reloaded and re-saved agent
+    (what a resumed run's checkpoint is) still loads: nothing in it needs unpickling."""
+    from _toy_env import ToyDistillEnv
+    from stable_baselines3.common import save_util
+
+    from agents.registry import load_agent, make_agent, save_agent
+
+    env = ToyDistillEnv(mode, horizon=2)
+    agent = make_agent(algo, env, preset="nano", seed=0)
+    agent.learn(2)
+    first = save_agent(agent, tmp_path / "first")
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise AssertionError("cloudpickle.loads was called")
+
+    monkeypatch.setattr(save_util.cloudpickle, "loads", refuse)
+    resumed = load_agent(first, env)
+    again = save_agent(resumed, tmp_path / "again")
+    assert load_agent(again, env).num_timesteps == agent.num_timesteps
+
+
+def test_a_policy_without_a_spec_is_refused_unless_the_caller_vouches_for_it(tmp_path: Path) -> None:
+    from _toy_env import ToyDistillEnv
+    from stable_baselines3 import PPO
+
+    from agents.registry import load_agent
+
+    env = ToyDistillEnv("mix", horizon=2)
+    PPO("MlpPolicy", env, n_steps=2, batch_size=2).save(tmp_path / "theirs")
+    with pytest.raises(ValueError, match=r"theirs\.zip: its data holds pickled objects"):
+        load_agent(tmp_path / "theirs.zip", env)
+    assert isinstance(load_agent(tmp_path / "theirs.zip", env, allow_pickle=True), PPO)
+
+
+@pytest.mark.parametrize(("meta", "message"), [
+    ("[1, 2]", r"arkd_agent\.json must be a mapping with a string 'algo'"),
+    ('{"algo": "ppo", "spec": [1]}', r"the policy spec must be a mapping"),
+    ('{"algo": "ppo", "spec": {"algo": "ppo", "hyperparams": {"policy_kwargs": {"activation_fn": "os:getcwd"}}}}',
+     r"activation_fn='os:getcwd' is not one of"),
+])
+def test_a_damaged_policy_record_is_one_line(meta: str, message: str, tmp_path: Path) -> None:
+    from _toy_env import ToyDistillEnv
+
+    from agents.registry import META_FILE, load_agent, make_agent, save_agent
+
+    env = ToyDistillEnv("mix", horizon=2)
+    good = save_agent(make_agent("ppo", env, {"n_steps": 2, "batch_size": 2}, seed=0), tmp_path / "good")
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(bad, "w") as target:
+        for item in source.infolist():
+            target.writestr(item, meta if item.filename == META_FILE else source.read(item))
+    with pytest.raises(ValueError, match=rf"bad\.zip: .*{message}"):
+        load_agent(bad, env)
 
 
 # ---------------------------------------------------------------------------------------------- paths
