@@ -48,6 +48,7 @@ BASELINE_NAMES = ["fkl", "rkl", "fixed:<alpha>", "linear:<a>-><b>", "cosine", "p
                   "greedy",
                   "greedy:<a>/<b>/...", "random"]
 _PLAIN = {"fkl", "rkl", "cosine", "akl", "sft", "greedy", "random"}
+MAX_PHASES = 100_000  # far more phases than any run has env steps; bounds the tuple a repeat count builds
 _PREFIXED = ("fixed:", "linear:", "phases:", "greedy:")
 AKL_ENV_OVERRIDES: dict[str, Any] = {"action_mode": "simplex", "simplex_components": ["akl"]}
 SFT_ENV_OVERRIDES: dict[str, Any] = {"action_mode": "simplex", "simplex_components": ["ce"]}
@@ -353,8 +354,9 @@ def _parse_phases(spec: str, part: str) -> tuple[float, ...]:
     value, star, count = part.partition("*")
     if not star:
         return (_parse_unit(spec, value),)
-    if not count.strip().isdigit() or int(count) < 1:
-        raise ValueError(f"baseline {spec!r}: repeat count {count!r} in {part!r} must be a whole number >= 1")
+    if not count.strip().isdigit() or not 1 <= int(count) <= MAX_PHASES:
+        raise ValueError(f"baseline {spec!r}: repeat count {count!r} in {part!r} must be a whole number from 1 "
+                         f"to {MAX_PHASES}")
     return (_parse_unit(spec, value),) * int(count)
 
 
@@ -385,6 +387,8 @@ def make_baseline(spec: str, env: Any, **options: Any) -> BaselinePolicy:
     if text.startswith("phases:"):
         _no_options(spec, options)
         values = tuple(v for part in text.removeprefix("phases:").split("/") for v in _parse_phases(spec, part))
+        if len(values) > MAX_PHASES:
+            raise ValueError(f"baseline {spec!r}: {len(values)} phases, more than {MAX_PHASES}")
         return AlphaPolicy(text, env, start=values[0], end=values[-1], shape="phases", phases=values)
     if text == "akl":
         _no_options(spec, options)

@@ -62,9 +62,15 @@ def resolve_activation(name: str | type[nn.Module]) -> type[nn.Module]:
         return name
     if name in ACTIVATIONS:
         return ACTIVATIONS[name]
-    if ":" in name:
+    if isinstance(name, str) and ":" in name:
         module, _, attr = name.partition(":")
-        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return,unused-ignore]
+        try:
+            found = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise ConfigError(f"activation_fn={name!r}: cannot import it ({err})") from None
+        if not (isinstance(found, type) and issubclass(found, nn.Module)):
+            raise ConfigError(f"activation_fn={name!r}: not a torch.nn.Module class")
+        return found
     raise ConfigError(f"activation_fn={name!r}: must be one of {', '.join(ACTIVATIONS)} or 'module:Class'")
 
 

@@ -22,7 +22,7 @@ from gymnasium import spaces
 
 from agents.baselines import BASELINE_NAMES, BaselinePolicy, is_baseline_spec, make_baseline
 from agents import policy_spec
-from agents.hparams import load_hyperparams, resolve_objects
+from agents.hparams import load_hyperparams, resolve_activation, resolve_objects
 from agents.spaces import check_spaces
 
 META_FILE = "arkd_agent.json"
@@ -131,6 +131,9 @@ def check_hyperparameters(name: str, preset: str | None, hyperparams: Mapping[st
     cls = algorithm_class(key) if key in ALGORITHMS else import_class(name)
     values = load_hyperparams(key if key in ALGORITHMS else "", preset, hyperparams)
     _constructor_kwargs(cls, name, values, {})
+    policy_kwargs = values.get("policy_kwargs")
+    if isinstance(policy_kwargs, Mapping) and "activation_fn" in policy_kwargs:
+        resolve_activation(policy_kwargs["activation_fn"])
 
 
 def _accepted(cls: type) -> tuple[set[str], bool]:
@@ -194,7 +197,11 @@ def make_agent(name: str, env: Any, hyperparams: Mapping[str, Any] | None = None
     if device is not None:
         extras["device"] = device
     kwargs = _constructor_kwargs(cls, name, values, extras)
-    model = cls(env=env, **kwargs)
+    try:
+        model = cls(env=env, **kwargs)
+    except AssertionError as err:  # SB3 checks several hyperparameters with assert (batch_size > 1...)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else "an internal check failed"
+        raise ValueError(f"agent {name!r}: {cls.__name__} refuses these hyperparameters: {reason}") from None
     policy_spec.remember(model, key if key in ALGORITHMS else name, plain, env)
     return model
 

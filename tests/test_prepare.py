@@ -101,3 +101,23 @@ def test_synthetic_teacher_trains_on_fresh_examples_without_validation_prompts()
     for task in TASKS.values():  # every task, open ones included, keeps its share of the sequences
         words = " ".join(tokenizer.tokenize(task.instruction))
         assert sum(words in p for p in prompts) >= 0.8 * wanted / len(TASKS), task.name
+
+
+def test_teacher_pretraining_reports_progress_without_a_terminal(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Under nohup the tqdm bar of teacher training would be off; a plain record says how far it got."""
+    import torch
+
+    from arkd_env import progress
+    from arkd_env.assets.build import pretrain
+    from arkd_env.assets.data import tokenize_records
+    from arkd_env.config import DataConfig
+
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False, raising=False)
+    tokenizer = build_synthetic_tokenizer([" ".join(r.values()) for r in ROWS[:8]])
+    examples, _ = tokenize_records(ROWS[:8], tokenizer, DataConfig())
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=128))
+    capsys.readouterr()
+    pretrain(model, examples, tokenizer.pad_token_id, steps=3, lr=1e-3, batch_size=2, device=torch.device("cpu"),
+             seed=0)
+    assert "training teacher: 3/3 it (100%)" in capsys.readouterr().out

@@ -1,10 +1,10 @@
-"""train/progress.py: without a terminal, progress is a few plain lines on stdout, not a hidden bar."""
+"""arkd_env/progress.py: without a terminal, progress is a few plain lines on stdout, not a hidden bar."""
 
 from __future__ import annotations
 
 import pytest
 
-from train import progress
+from arkd_env import progress
 
 
 def test_without_a_terminal_progress_prints_throttled_lines(capsys: pytest.CaptureFixture[str],

@@ -188,6 +188,10 @@ def _seed_list(text: str | None, cfg: RunConfig) -> list[int]:
     if len(set(seeds)) != len(seeds) or not seeds:
         raise UserError(f"--seeds {text!r}: seeds must be distinct and at least one")
     check_seeds("--seeds", seeds)
+    trained = sorted(set(seeds) & set(cfg.env.train_seeds))
+    if trained:
+        raise UserError(f"--seeds: seed {trained[0]} is in env.train_seeds, the seeds agents train on; compare "
+                        f"on held-out seeds (run.eval_seeds: {list(cfg.run.eval_seeds)})")
     return seeds
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,19 @@ class AgentConfig:
                "must be > 0 or null")
         check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "agent.device",
                self.device, "must be auto, cpu, cuda or cuda:N")
+        _check_finite(self.hparams, "agent.hparams")
+
+
+def _check_finite(values: Any, key: str) -> None:
+    """Every number in the agent's hyperparameters is finite: SB3 would fail on a NaN rate deep inside."""
+    if isinstance(values, dict):
+        for name, value in values.items():
+            _check_finite(value, f"{key}.{name}")
+    elif isinstance(values, list | tuple):
+        for i, value in enumerate(values):
+            _check_finite(value, f"{key}[{i}]")
+    elif isinstance(values, float):
+        check(math.isfinite(values), key, values, "must be a finite number")
 
 
 @dataclass

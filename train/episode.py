@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from arkd_env.config import read_yaml
+from arkd_env.config import ConfigError, EnvConfig, from_dict, read_yaml
 from train.config import RunConfig
 from train.envs import single_env
 from train.runs import CONFIG_FILE, POLICY_FILE
@@ -77,7 +77,12 @@ def env_overrides(spec: str) -> dict[str, Any]:
     if not config.is_file():
         return {}
     trained = read_yaml(config).get("env") or {}
-    return {key: trained[key] for key in POLICY_ENV_FIELDS if key in trained}
+    if not isinstance(trained, dict):
+        raise ConfigError(f"{config}: 'env' must be a mapping, got {type(trained).__name__}")
+    chosen = {key: trained[key] for key in POLICY_ENV_FIELDS if key in trained}
+    # Typed and checked as a config file would be, so a damaged value is one line naming this file.
+    typed = from_dict(EnvConfig, chosen, source=str(config), prefix="env")
+    return {key: getattr(typed, key) for key in chosen}
 
 
 def played_config(cfg: RunConfig, spec: str) -> RunConfig:

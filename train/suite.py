@@ -7,6 +7,8 @@ protocol), ``OUT.md`` (one row per student and metric, one column per set, mean 
 
 from __future__ import annotations
 
+import pickle
+
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,9 @@ def load_student(student_dir: Path, device: Any) -> Any:
 
     try:
         model = load_causal_lm(student_dir)
+    except pickle.UnpicklingError:  # torch's weights-only loader met objects other than tensors
+        raise ValueError(f"{student_dir}: its weights file holds pickled objects other than tensors, and loading "
+                         "those could run code; refused (ARKD saves students as safetensors)") from None
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"{student_dir}: cannot load the student ({err})") from None
     return model.to(device)

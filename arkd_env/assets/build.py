@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from arkd_env.assets import models
@@ -34,6 +33,7 @@ from arkd_env.assets.data import (
 from arkd_env.assets.tokenizer import build_synthetic_tokenizer
 from arkd_env.atomic import atomic_path
 from arkd_env.config import EngineConfig
+from arkd_env.progress import track
 
 CACHE_VERSION = 2  # 2: synthetic teachers train on fresh examples (teacher_training_set)
 TEACHER_SEED = 1234  # the teacher is shared by every run seed, so its initialisation must not follow cfg.seed
@@ -110,7 +110,7 @@ def pretrain(model: PreTrainedModel, examples: list[TokenizedExample], pad_id: i
     losses: list[float] = []
     order = torch.randperm(len(examples), generator=generator).tolist()
     cursor = 0
-    for _ in tqdm(range(steps), desc="training teacher", disable=None):
+    for _ in track(range(steps), desc="training teacher", total=steps):
         if cursor + batch_size > len(order):
             order, cursor = torch.randperm(len(examples), generator=generator).tolist(), 0
         batch = collate([examples[i] for i in order[cursor:cursor + batch_size]], pad_id)

@@ -14,7 +14,9 @@ and -100 elsewhere, so the logits at position t are scored against ``labels[:, t
 from __future__ import annotations
 
 import contextlib
+import csv
 import importlib.util
+import io
 import itertools
 import json
 import logging
@@ -249,15 +251,50 @@ def _check_file(path: Path, cfg: DataConfig) -> FileCheck:
         raise ValueError(f"{path}: a .txt file holds plain text; set data.format=text "
                          f"(instruction data needs json, jsonl, csv or parquet)")
     if builder == "parquet":
+        _check_parquet(path)
         return builder, {}, None, None
     text = _read_utf8(path)
     if not text.strip():
         raise ValueError(f"{path}: empty data set (the file holds only whitespace)")
     if builder == "json":
         return _check_json(path, text)
-    if builder == "csv" and sum(1 for line in text.splitlines() if line.strip()) < 2:
-        raise ValueError(f"{path}: empty data set (a header but no rows)")
+    if builder == "csv":
+        _check_csv(path, text)
     return builder, {}, None, None
+
+
+def _check_parquet(path: Path) -> None:
+    """Read the footer (schema and row groups) here: a truncated file then fails with one line, not Arrow's log."""
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.ParquetFile(path).metadata.num_rows
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError and others for a damaged footer
+        raise ValueError(f"{path}: not a readable Parquet file, damaged or truncated ({_first_line(err)})") from None
+    if rows == 0:
+        raise ValueError(f"{path}: empty data set (the Parquet file has no rows)")
+
+
+def _check_csv(path: Path, text: str) -> None:
+    """Every row has the header's number of fields; the message names the first line that does not."""
+    reader = csv.reader(io.StringIO(text))
+    header: list[str] | None = None
+    rows = 0
+    try:
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if header is None:
+                header = row
+            elif len(row) != len(header):
+                raise ValueError(f"{path}: line {reader.line_num}: {len(row)} fields, but the header has "
+                                 f"{len(header)} ({', '.join(header)})")
+            else:
+                rows += 1
+    except csv.Error as err:
+        raise ValueError(f"{path}: line {reader.line_num}: malformed CSV ({err})") from None
+    if rows == 0:
+        raise ValueError(f"{path}: empty data set (a header but no rows)")
 
 
 def _read_utf8(path: Path) -> str:

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from arkd_env.config import EngineConfig, EnvConfig, load_preset
+from arkd_env.config import SEED_LIMIT, EngineConfig, EnvConfig, load_preset
 from arkd_env.engine import Distiller
 from arkd_env.env.actions import ActionCodec
 from arkd_env.eval.direction import as_loss
@@ -256,8 +256,9 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
             raise ValueError(f"reset(options=...): unknown option {unknown[0]!r} (known: engine_seed)")
         chosen = (options or {}).get("engine_seed")
         if chosen is not None:
-            if isinstance(chosen, bool) or not isinstance(chosen, (int, np.integer)) or chosen < 0:
-                raise ValueError(f"reset(options={{'engine_seed': {chosen!r}}}): the engine seed must be an int >= 0")
+            if isinstance(chosen, bool) or not isinstance(chosen, (int, np.integer)) or not 0 <= chosen < SEED_LIMIT:
+                raise ValueError(f"reset(options={{'engine_seed': {chosen!r}}}): the engine seed must be an int in "
+                                 f"[0, {SEED_LIMIT})")
             return int(chosen)
         pool = self.config.train_seeds
         return int(pool[self.np_random.integers(len(pool))]) if pool else self.engine_config.seed

@@ -107,6 +107,52 @@ def _corrupt_policy_entry(d: Path) -> tuple[list[str], list[str]]:
     return ["distill", "--preset", "nano", "--policy", str(path)], [str(path), "not a readable saved policy"]
 
 
+def _truncated_parquet(d: Path) -> tuple[list[str], list[str]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    whole = d / "whole.parquet"
+    pq.write_table(pa.table({"instruction": ["a", "b"], "response": ["c", "d"]}), whole)
+    cut = _write(d / "cut.parquet", whole.read_bytes()[: whole.stat().st_size // 2])
+    return ([*DISTILL, "--set", f"engine.data.source={cut}"], ["cut.parquet", "not a readable Parquet file"])
+
+
+def _policy_record_a_list(d: Path) -> tuple[list[str], list[str]]:
+    from agents.registry import META_FILE
+
+    good = _policy(d, _nano_observation_space(), spaces.Box(-1, 1, (1,), np.float32))
+    path = d / "listed.zip"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(path, "w") as target:
+        for item in source.infolist():
+            target.writestr(item, "[1, 2]" if item.filename == META_FILE else source.read(item))
+    return ["distill", "--preset", "nano", "--policy", str(path)], [str(path), f"{META_FILE} must be a mapping"]
+
+
+def _policy_config_wrong_type(d: Path) -> tuple[list[str], list[str]]:
+    path = _policy(d, _nano_observation_space(), spaces.Box(-1, 1, (1,), np.float32))
+    _write(d / "config.yaml", "env:\n  probe_updates: many\n")
+    return ["distill", "--preset", "nano", "--policy", str(path)], [str(d / "config.yaml"), "env.probe_updates"]
+
+
+def _student_weights_a_pickle(d: Path) -> tuple[list[str], list[str]]:
+    """A model folder whose ``pytorch_model.bin`` is a pickle that would make a folder if it were unpickled."""
+    from transformers import LlamaConfig
+
+    folder = d / "student"
+    LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=2).save_pretrained(folder)
+    torch.save({"model.embed_tokens.weight": _MakesFolder(d / "ran")}, folder / "pytorch_model.bin")
+    return ["evaluate", str(folder), "--preset", "nano"], [str(folder), "pickled objects other than tensors"]
+
+
+class _MakesFolder:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return os.mkdir, (str(self.path),)
+
+
 # ---------------------------------------------------------------------------------------------- run folders
 def _run_folder(d: Path, run_json: str = '{"format": 1}', config_extra: str = "") -> Path:
     from train.config import load_run_config
@@ -202,6 +248,17 @@ CASES: dict[str, Case] = {
     # refused before the run folder exists, so none is left behind
     "unknown-hyperparameter": lambda _: ([*TRAIN, "--algo", "ppo", "--set", "agent.hparams.n_stepz=3"],
                                          ["unknown hyperparameter 'n_stepz'", "n_steps"]),
+    "hparam-not-finite": lambda _: ([*TRAIN, "--set", "agent.hparams.learning_rate=.nan"],
+                                    ["agent.hparams.learning_rate=nan", "finite"]),
+    "hparam-activation-unknown": lambda _: ([*TRAIN, "--set", "agent.hparams.policy_kwargs.activation_fn=nosuch:Act"],
+                                            ["activation_fn='nosuch:Act'", "cannot import it"]),
+    "hparam-refused-by-sb3": lambda _: ([*TRAIN, "--algo", "ppo", "--set", "agent.hparams.batch_size=1"],
+                                        ["agent 'ppo'", "PPO refuses", "batch_size"]),
+    "compare-seeds-are-train-seeds": lambda _: (["compare", "--preset", "nano", "--policies", "fkl", "--seeds", "3,4",
+                                                 "--set", "env.train_seeds=[3, 4]"],
+                                                ["--seeds: seed 3 is in env.train_seeds"]),
+    "phases-repeat-overflow": lambda _: ([*DISTILL[:-1], "phases:0.5*99999999999999999999"],
+                                         ["repeat count", "from 1 to 100000"]),
     "compare-seeds-not-numbers": lambda _: (["compare", "--preset", "nano", "--policies", "fkl", "--seeds", "x"],
                                             ["--seeds 'x'"]),
     # data files
@@ -216,6 +273,9 @@ CASES: dict[str, Case] = {
     "jsonl-missing-field": lambda d: (_data(d, "rows.jsonl", '{"instruction": "a", "response": "b"}\n'
                                             '{"instruction": "c"}\n'),
                                       ["rows.jsonl", "line 2", "missing field 'response'"]),
+    "parquet-truncated": _truncated_parquet,
+    "csv-ragged-row": lambda d: (_data(d, "ragged.csv", "instruction,response\na,b\nc,d,e\n"),
+                                 ["ragged.csv", "line 3", "3 fields, but the header has 2"]),
     "jsonl-not-utf8": lambda d: (_data(d, "latin.jsonl", b'{"instruction": "caf\xe9", "response": "b"}\n'),
                                  ["latin.jsonl", "not UTF-8", "byte offset 20"]),
     # models, policies and run folders
@@ -224,6 +284,9 @@ CASES: dict[str, Case] = {
     "policy-other-actions": _other_actions,
     "policy-truncated": _truncated_policy,
     "policy-corrupt-entry": _corrupt_policy_entry,
+    "policy-record-a-list": _policy_record_a_list,
+    "policy-config-wrong-type": _policy_config_wrong_type,
+    "student-weights-a-pickle": _student_weights_a_pickle,
     "policy-missing": lambda d: (["distill", "--preset", "nano", "--policy", str(d / "p.zip")],
                                  ["p.zip", "no such policy file"]),
     "policy-baseline-misspelt": lambda _: (["distill", "--preset", "nano", "--policy", "phase:0.2/1"],
@@ -381,6 +444,8 @@ def test_bad_reset_options_and_env_arguments_name_the_argument(envs: dict[str, A
         env.reset(options="x")
     with pytest.raises(ValueError, match="unknown option 'engine_sed'"):
         env.reset(options={"engine_sed": 1})
+    with pytest.raises(ValueError, match=r"'engine_seed': 4294967296\}\): the engine seed must be an int in \[0, "):
+        env.reset(options={"engine_seed": 2**32})  # numpy's seeding, which SB3 uses, would fail on it later
     with pytest.raises(ConfigError, match=r"env.reward_scale=nan: must be a finite number"):
         gym.make("arkd_env/Distill-v0", preset="nano", reward_scale=float("nan"))
 
