@@ -54,10 +54,10 @@ def serialized_fields(data: Mapping[str, Any]) -> list[str]:
     return [key for key, value in data.items() if isinstance(value, Mapping) and SERIALIZED in value]
 
 
-class _SpacesOnly(gym.Env):  # type: ignore[type-arg]
+class _SpacesOnly(gym.Env):
     """Just the spaces: enough for an SB3 constructor, which never steps it."""
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.Space) -> None:  # type: ignore[type-arg]
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         self.observation_space = observation_space
         self.action_space = action_space
 

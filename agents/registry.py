@@ -20,8 +20,8 @@ from typing import Any
 
 from gymnasium import spaces
 
-from agents.baselines import BASELINE_NAMES, BaselinePolicy, is_baseline_spec, make_baseline
 from agents import policy_spec
+from agents.baselines import BASELINE_NAMES, BaselinePolicy, is_baseline_spec, make_baseline
 from agents.hparams import load_hyperparams, resolve_activation, resolve_objects
 from agents.spaces import check_spaces
 
@@ -333,9 +333,9 @@ def load_agent(name_or_path: str | Path, env: Any = None, algo: str | None = Non
 
 def _replacements(path: Path, record: Mapping[str, Any], allow_pickle: bool) -> dict[str, Any] | None:
     """SB3's ``custom_objects`` for ``path``: every pickled field rebuilt from the spec, so none is unpickled."""
-    data = record.get("data")
-    pickled = policy_spec.serialized_fields(data) if data is not None else []
-    if not pickled or allow_pickle and record.get("spec") is None:
+    data = record.get("data") or {}
+    pickled = policy_spec.serialized_fields(data)
+    if not pickled or (allow_pickle and record.get("spec") is None):
         return None
     if record.get("spec") is None:
         raise ValueError(f"{path}: its data holds pickled objects ({', '.join(pickled)}) and no ARKD spec to "

@@ -8,7 +8,6 @@ protocol), ``OUT.md`` (one row per student and metric, one column per set, mean 
 from __future__ import annotations
 
 import pickle
-
 from pathlib import Path
 from typing import Any
 
