@@ -39,8 +39,18 @@ MU_COMPONENTS = ("akl", "fkl_head", "fkl_tail", "rkl_head", "rkl_tail")
 
 
 @dataclass
+class UpdateRecord:
+    """One applied student update: the engine's update count after it, its loss and the learning rate it took."""
+
+    update: int
+    loss: float
+    lr: float
+
+
+@dataclass
 class StepReport:
-    """What ``train_steps`` did: mean loss values over the updates, features of the last batch, failures."""
+    """What ``train_steps`` did: mean loss values over the updates, features of the last batch, failures, and
+    a record of each applied update (skipped ones have none), for logging finer than one env step."""
 
     components: dict[str, float]
     features: dict[str, float]
@@ -48,6 +58,7 @@ class StepReport:
     n_updates: int
     n_failed: int
     failed_updates: list[int] = field(default_factory=list)
+    update_log: list[UpdateRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -294,7 +305,8 @@ class Distiller:
 
     def train_steps(self, weights: Mapping[str, float], n_steps: int) -> StepReport:
         """Run ``n_steps`` optimizer updates of Σ wᵢ·Dᵢ; an update whose loss or gradient is not finite is
-        skipped (no optimizer step) and counted. Returns mean component values and the last batch's features."""
+        skipped (no optimizer step) and counted. Returns mean component values, the last batch's features and a
+        record of each applied update."""
         if n_steps < 1:
             raise ValueError(f"n_steps={n_steps}: must be >= 1")
         unknown = [n for n in weights if n not in losses.COMPONENTS]
@@ -306,6 +318,7 @@ class Distiller:
         loss_total = torch.zeros((), device=self.device)
         grad_norms = torch.zeros((), device=self.device)
         failed: list[int] = []
+        applied: list[tuple[int, Tensor, float]] = []  # (update count, loss, lr); losses read once at the end
         batch: dict[str, Tensor] | None = None
         self.student.train()
         with self._own_rng():
@@ -326,10 +339,12 @@ class Distiller:
                     failed.append(self.updates)
                     self.optimizer.zero_grad(set_to_none=True)
                     continue
+                lr = float(self.optimizer.param_groups[0]["lr"])
                 with record_function("arkd.optimizer_step"):
                     self.optimizer.step()
                 self.scheduler.step()
                 self.updates += 1
+                applied.append((self.updates, update_loss, lr))
                 loss_total += update_loss
                 grad_norms += grad_norm.detach()
         done = n_steps - len(failed)
@@ -340,7 +355,14 @@ class Distiller:
         features["progress"] = min(1.0, self.updates / self.cfg.total_updates)
         return StepReport(components={k: v.item() / denominator for k, v in totals.items()}, features=features,
                           loss=loss_total.item() / max(1, done), n_updates=done, n_failed=len(failed),
-                          failed_updates=failed)
+                          failed_updates=failed, update_log=self._update_log(applied))
+
+    @staticmethod
+    def _update_log(applied: list[tuple[int, Tensor, float]]) -> list[UpdateRecord]:
+        """The records of the applied updates, their losses fetched in one host sync rather than one each."""
+        values = torch.stack([loss for _, loss, _ in applied]).tolist() if applied else []
+        return [UpdateRecord(update=count, loss=float(value), lr=lr)
+                for (count, _, lr), value in zip(applied, values, strict=True)]
 
     def features(self, batch: dict[str, Tensor] | None = None) -> dict[str, float]:
         """Teacher–student distribution features of the current student on (the first rows of) a training

@@ -68,15 +68,15 @@ def test_disk_full_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: Any) -
 
 def test_reward_normalizer_statistics_survive_a_checkpoint(tmp_path: Path) -> None:
     from _toy_env import ToyDistillEnv
-    from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
+    from agents.registry import make_agent
     from arkd_env.env.wrappers import normalize_vec_rewards
 
     def venv() -> Any:
         return normalize_vec_rewards(VecMonitor(DummyVecEnv([lambda: ToyDistillEnv("mix")])))
 
-    model = PPO("MlpPolicy", venv(), n_steps=8, batch_size=8, n_epochs=1, seed=0)
+    model = make_agent("ppo", venv(), n_steps=8, batch_size=8, n_epochs=1, seed=0)  # as arkd train builds it
     model.learn(8)
     stats = model.get_vec_normalize_env().ret_rms
     assert stats.count > 1  # it saw rewards

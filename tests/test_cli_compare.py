@@ -1,5 +1,5 @@
-"""train/compare.py: mean ± sample std per metric, the best per column, Markdown/CSV/JSON agree, and the paired
-differences between policies with their bootstrap intervals."""
+"""train/compare.py: mean ± sample std per metric, the best per column, Markdown/CSV/JSON agree, the paired
+differences between policies with their bootstrap intervals, and the TensorBoard runs of the policies."""
 
 from __future__ import annotations
 
@@ -7,10 +7,26 @@ import csv
 import io
 import json
 import math
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from train.compare import build_table, difference_pairs, direction, merge_results, pool_results, summarize
+from train.callbacks import UPDATE_LOG_EVERY
+from train.compare import (
+    build_table,
+    difference_pairs,
+    direction,
+    merge_results,
+    pool_results,
+    step_scalars,
+    summarize,
+    write_tensorboard,
+)
+from train.episode import EpisodeResult
+from train.runs import sanitize
 
 
 def test_summarize_by_hand() -> None:
@@ -80,18 +96,20 @@ def test_paired_differences_by_seed() -> None:
     assert set(found) == {(p, m) for p in ("rkl", "akl") for m in ("episode_return", "val_fkl")}  # n_open unranked
     rkl = found[("rkl", "episode_return")]
     assert rkl.mean == pytest.approx(2.0 + sum(noise) / 4) and rkl.n == 4
-    # Pairing by seed removes the seed effect (range 11): the interval spans only the noise around +2.
-    assert 2.0 - 0.1 <= rkl.low < rkl.mean < rkl.high <= 2.0 + 0.2
+    # Pairing by seed removes the seed effect (range 11): the 4-seed t interval spans only the noise around +2,
+    # mean ± t(0.975, 3 df) · std(noise) / √4 with t = 3.182446.
+    half = 3.182446 * float(np.std(noise, ddof=1)) / 2
+    assert (rkl.low, rkl.high) == pytest.approx((rkl.mean - half, rkl.mean + half)) and rkl.method == "t"
     akl = found[("akl", "val_fkl")]
     assert (akl.mean, akl.low, akl.high) == pytest.approx((1.0, 1.0, 1.0))  # constant difference: zero width
     md = table.markdown()
     assert "| policy − reference | episode_return | val_fkl |" in md
     assert f"| akl − fkl | {found[('akl', 'episode_return')].fmt()} | +1 [1, 1] |" in md  # 4 seeds: no mark
-    assert "95% percentile bootstrap interval, 10000 resamples" in md
+    assert "95% Student t interval; t below 30 pairs" in md and "With 4 seeds these are descriptive" in md
     data = table.to_json()
     assert data["references"] == ["fkl"] and data["difference_settings"]["confidence"] == 0.95
     assert {"policy": "akl", "reference": "fkl", "metric": "val_fkl", "mean": 1.0, "low": 1.0, "high": 1.0,
-            "n": 4} in [{k: pytest.approx(v) if isinstance(v, float) else v for k, v in d.items()}
+            "n": 4, "method": "t"} in [{k: pytest.approx(v) if isinstance(v, float) else v for k, v in d.items()}
                         for d in data["differences"]]
 
 
@@ -100,7 +118,9 @@ def test_differences_skip_missing_values_and_mark_only_clear_ones() -> None:
                "b": [{"rouge_l": 12.0}, {"rouge_l": 17.0}, {"rouge_l": 30.0}]}
     (diff,) = build_table(results, [1, 2, 3], references=["a"]).differences
     assert (diff.policy, diff.reference, diff.n) == ("b", "a", 2) and diff.mean == pytest.approx(-0.5)
-    assert diff.low == pytest.approx(-3.0) and diff.high == pytest.approx(2.0) and not diff.fmt().endswith("*")
+    # Two pairs (differences +2 and -3): the t interval on 1 degree of freedom, -0.5 ± 12.7062 · 3.5355 / √2.
+    half = 12.706205 * float(np.std([2.0, -3.0], ddof=1)) / math.sqrt(2)
+    assert (diff.low, diff.high) == pytest.approx((-0.5 - half, -0.5 + half)) and not diff.fmt().endswith("*")
     (single,) = build_table({"a": [{"rouge_l": 1.0}], "b": [{"rouge_l": 3.0}]}, [7]).differences
     assert single.mean == 2.0 and math.isnan(single.low) and single.fmt() == "+2 (one seed, no interval)"
     with pytest.raises(ValueError, match="same seeds"):
@@ -145,3 +165,59 @@ def test_comparisons_on_disjoint_seeds_pool_into_one_over_all_seeds() -> None:
     assert build_table(pooled, seeds, references=["fkl"]).markdown() == one.markdown()
     with pytest.raises(ValueError, match="seed 101 is in two of the pooled comparisons"):
         pool_results([([100, 101], early), ([101, 102, 103], late)])
+
+
+# ----------------------------------------------------------------------------------- TensorBoard
+UPDATES_PER_STEP = 4
+
+
+def _episode(policy: str, seed: int, alpha: float, divergence: list[float]) -> EpisodeResult:
+    """An episode of 2 env steps of ``UPDATES_PER_STEP`` updates each; its loss at update u is seed + u."""
+    steps: list[dict[str, Any]] = [{"step": 0, "weights": {"fkl": 0.5, "rkl": 0.5}, "reward": 0.0,
+                                    "val": {"val_divergence": divergence[0]}}]
+    for t in (1, 2):
+        updates = range((t - 1) * UPDATES_PER_STEP + 1, t * UPDATES_PER_STEP + 1)
+        steps.append({"step": t, "weights": {"fkl": alpha, "rkl": 1 - alpha}, "reward": 0.1 * t,
+                      "val": {"val_divergence": divergence[t]},
+                      "update_log": [{"update": u, "loss": seed + u, "lr": 0.01 / u} for u in updates]})
+    return EpisodeResult(policy=policy, seed=seed, episode_return=0.3, steps=steps)
+
+
+def test_step_scalars_of_one_episode() -> None:
+    scalars = step_scalars(_episode("a", 3, 0.25, [3.0, 2.0, 1.0]).steps)
+    assert scalars["val/val_divergence"] == {0: 3.0, 1: 2.0, 2: 1.0}
+    assert scalars["weight/fkl"] == {1: 0.25, 2: 0.25} and scalars["fkl_share"] == {1: 0.25, 2: 0.25}
+    assert scalars["reward"] == {1: 0.1, 2: 0.2}  # the reset earned nothing
+    logged = [u for u in range(1, 2 * UPDATES_PER_STEP + 1) if u % UPDATE_LOG_EVERY == 0]
+    assert scalars["update/loss"] == {u: 3.0 + u for u in logged}
+    assert scalars["update/lr"] == pytest.approx({u: 0.01 / u for u in logged})
+    assert scalars["update/weight/rkl"] == {u: 0.75 for u in logged}
+
+
+def _read(folder: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def _values(acc: EventAccumulator, tag: str) -> dict[int, Any]:  # values are pytest.approx
+    return {e.step: pytest.approx(e.value) for e in acc.Scalars(tag)}
+
+
+def test_compare_writes_one_tensorboard_run_per_policy_with_the_mean_over_seeds(tmp_path: Path) -> None:
+    runs = {"fkl": [_episode("fkl", 100, 1.0, [3.0, 2.0, 1.0]), _episode("fkl", 101, 1.0, [3.0, 1.0, 0.0])],
+            "mix/2": [_episode("mix/2", 100, 0.5, [3.0, 2.5, 2.0]), _episode("mix/2", 101, 0.5, [3.0, 2.0, 1.0])]}
+    table = build_table({n: [{"val_divergence": r.steps[-1]["val"]["val_divergence"]} for r in rs]
+                         for n, rs in runs.items()}, [100, 101])
+    write_tensorboard(table, runs, tmp_path)
+    assert "comparison/table/text_summary" in _read(tmp_path).Tags()["tensors"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["fkl", sanitize("mix/2")]
+    fkl, mix = _read(tmp_path / "fkl"), _read(tmp_path / sanitize("mix/2"))
+    assert set(fkl.Tags()["scalars"]) == set(mix.Tags()["scalars"])  # one chart per tag overlays the policies
+    assert _values(fkl, "val/val_divergence") == {0: 3.0, 1: 1.5, 2: 0.5}
+    assert _values(mix, "val/val_divergence") == {0: 3.0, 1: 2.25, 2: 1.5}
+    assert _values(mix, "seed_101/val/val_divergence") == {0: 3.0, 1: 2.0, 2: 1.0}  # every seed, not the first
+    assert _values(mix, "weight/fkl") == {1: 0.5, 2: 0.5} and _values(fkl, "fkl_share") == {1: 1.0, 2: 1.0}
+    # The loss at update u is seed + u: the mean over seeds 100 and 101 is 100.5 + u.
+    assert _values(fkl, "update/loss") == {u: 100.5 + u for u in (4, 8)}
+    assert _values(fkl, "seed_100/update/loss") == {u: 100.0 + u for u in (4, 8)}

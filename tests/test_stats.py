@@ -1,4 +1,4 @@
-"""arkd_env/eval/stats.py: mean, sample std and percentile bootstrap intervals on inputs whose answers are known."""
+"""arkd_env/eval/stats.py: mean, sample std, t and percentile bootstrap intervals on inputs whose answers are known."""
 
 from __future__ import annotations
 
@@ -97,3 +97,37 @@ def test_paired_difference_drops_incomplete_pairs_and_checks_lengths() -> None:
     assert interval.n == 2 and interval.estimate == pytest.approx(1.5)
     with pytest.raises(ValueError, match="equal lengths"):
         paired_difference_ci([1.0, 2.0], [1.0])
+
+
+def test_t_interval_matches_the_hand_computed_one() -> None:
+    from arkd_env.eval.stats import t_interval
+
+    interval = t_interval([1.0, 2.0, 3.0])  # mean 2, s = 1, t(0.975, 2 df) = 4.302653
+    assert interval.method == "t" and interval.n == 3
+    assert interval.estimate == pytest.approx(2.0)
+    half = 4.302653 / math.sqrt(3)
+    assert (interval.low, interval.high) == pytest.approx((2.0 - half, 2.0 + half))
+    assert t_interval([5.0]).low == t_interval([5.0]).high == 5.0
+    assert math.isnan(t_interval([]).low)
+
+
+def test_two_paired_seeds_get_the_honest_t_interval_not_the_bootstrap() -> None:
+    """The two differences behind a compare table's `ppo−fkl +0.0187 [0.0124, 0.0251]`: the bootstrap interval
+    stays between them, the t interval on 1 degree of freedom spans 0, as it must on two seeds."""
+    a, b = [0.02506, 0.01234], [0.0, 0.0]
+    auto = paired_difference_ci(a, b)
+    assert auto.method == "t"
+    assert (auto.low, auto.high) == pytest.approx((-0.0621, 0.0995), abs=2e-4)
+    boot = paired_difference_ci(a, b, method="bootstrap")
+    assert boot.low >= 0.0123 and boot.high <= 0.0251
+
+
+def test_auto_switches_to_the_bootstrap_at_thirty_pairs() -> None:
+    from arkd_env.eval.stats import SMALL_SAMPLE, chosen_method
+
+    assert chosen_method("auto", SMALL_SAMPLE - 1) == "t"
+    assert chosen_method("auto", SMALL_SAMPLE) == "bootstrap"
+    values = [float(i % 7) for i in range(SMALL_SAMPLE)]
+    assert paired_difference_ci(values, [0.0] * SMALL_SAMPLE).method == "bootstrap"
+    with pytest.raises(ValueError, match="method='bca'"):
+        chosen_method("bca", 3)

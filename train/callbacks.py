@@ -10,6 +10,13 @@ global env step (over all envs) as the x axis:
 - ``env/loss``                       mean training loss of the step
 - ``rollout/actions``                histogram of the actions of each rollout
 - the HParams tab                    agent hyperparameters and key engine/env settings
+
+and, every ``UPDATE_LOG_EVERY``-th student update (from ``info["update_log"]``, one entry per applied update),
+with the student updates run so far over all envs as the x axis:
+
+- ``update/loss``                    loss of the update
+- ``update/lr``                      learning rate of the update
+- ``update/weight/<component>``      the weights the update applied
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HParam, TensorBoardOutputFormat
 
 from arkd_env.atomic import atomic_write_text
+from arkd_env.progress import bar
 from train import checkpoints
-from train.progress import bar
 
 LEARNING_CURVE = "learning_curve.csv"
 HPARAM_METRICS = {"rollout/ep_rew_mean": 0.0}
+# Every update of a long run would fill the event files; a fraction still shows how the loss moves within a step.
+UPDATE_LOG_EVERY = 4
 
 
 def tensorboard_writer(logger: Any) -> Any:
@@ -55,16 +64,32 @@ def flat_hparams(values: Mapping[str, Any], prefix: str = "") -> dict[str, bool 
     return result
 
 
-class TensorBoardCallback(BaseCallback):
-    """Per env step scalars from the infos, an action histogram per rollout and the HParams tab."""
+def update_scalars(record: Mapping[str, float], weights: Mapping[str, float]) -> dict[str, float]:
+    """The ``update/*`` tags of one student update (an ``update_log`` entry) and the weights it applied."""
+    return {"update/loss": float(record["loss"]), "update/lr": float(record["lr"]),
+            **{f"update/weight/{component}": float(w) for component, w in weights.items()}}
 
-    def __init__(self, hparams: Mapping[str, Any] | None = None) -> None:
+
+class TensorBoardCallback(BaseCallback):
+    """Per env step scalars from the infos, per student update scalars from their ``update_log``, an action
+    histogram per rollout and the HParams tab."""
+
+    def __init__(self, hparams: Mapping[str, Any] | None = None, updates_per_step: int = 1,
+                 update_every: int = UPDATE_LOG_EVERY) -> None:
         super().__init__()
+        if update_every < 1:
+            raise ValueError(f"update_every={update_every}: must be >= 1")
         self.hparams = dict(hparams or {})
+        self.updates_per_step = updates_per_step
+        self.update_every = update_every
+        self.updates = 0  # student updates over all envs and episodes: the x axis of update/*
         self._actions: list[np.ndarray] = []
         self.writer: Any = None
 
     def _on_training_start(self) -> None:
+        # A resumed run goes on from where its env steps left the axis, not from 0 over its earlier points
+        # (the few updates skipped as non-finite before the checkpoint are not known here, so not subtracted).
+        self.updates = self.num_timesteps * self.updates_per_step
         self.writer = tensorboard_writer(self.logger)
         if self.hparams:
             self.logger.record("hparams", HParam(flat_hparams(self.hparams), HPARAM_METRICS),
@@ -89,7 +114,16 @@ class TensorBoardCallback(BaseCallback):
                     self._scalar(f"env/{group}/{name}", value, step)
             if "loss" in info:
                 self._scalar("env/loss", info["loss"], step)
+            self._log_updates(info)
         return True
+
+    def _log_updates(self, info: Mapping[str, Any]) -> None:
+        weights = info.get("weights") or {}
+        for record in info.get("update_log") or []:
+            self.updates += 1
+            if self.updates % self.update_every == 0:
+                for tag, value in update_scalars(record, weights).items():
+                    self._scalar(tag, value, self.updates)
 
     def _scalar(self, tag: str, value: Any, step: int) -> None:
         value = float(value)

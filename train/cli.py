@@ -21,9 +21,9 @@ from typing import Any, NoReturn
 
 from arkd_env import ARKDWarning
 from arkd_env.config import ConfigError, apply_overrides, check_seeds, deep_merge, parse_overrides, read_yaml
+from arkd_env.progress import say
 from train.config import SECTIONS, RunConfig, build, load_run_config, replace
 from train.errors import Interrupted, UserError
-from train.progress import say
 from train.runs import removed_on_error
 
 EXIT_USER_ERROR = 2
@@ -411,15 +411,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     comparison = compare.run_compare(cfg, specs, seeds, run_dir / "compare", names=names, references=names[1:])
     from train.callbacks import read_learning_curve
 
-    references = {name: float(sum(r.episode_return for r in rs) / len(rs))
-                  for name, rs in comparison.runs.items() if name in cfg.run.policies}
+    # The agent's curve is of its training seeds, so the fixed policies' lines are played there too.
+    say(f"playing {', '.join(cfg.run.policies)} on training seed(s) "
+        f"{trainer.reference_seeds(cfg, trainer.DEMO_REFERENCE_SEEDS)} for the learning curve ...")
+    played = trainer.play_references(cfg, cfg.run.policies, trainer.DEMO_REFERENCE_SEEDS)
+    references = trainer.returns_of(played)
     plots.learning_curve(read_learning_curve(run_dir), references, run_dir / "plots" / "learning_curve.png")
-    first = {name: rs[0].steps for name, rs in comparison.runs.items()}
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(run_dir / trainer.TB_DIR))
-    compare.write_tensorboard(comparison.table, first, run_dir / trainer.TB_DIR, writer)
-    writer.close()
+    # The policies' runs are in compare/tb, under the same --logdir; the training run gets the table beside it.
+    compare.write_table_text(comparison.table, run_dir / trainer.TB_DIR)
     runs.write_json(run_dir / runs.METRICS_FILE, {"table": comparison.table.to_json(),
                                                   "wall_s": time.perf_counter() - start})
     print(comparison.table.markdown())

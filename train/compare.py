@@ -7,14 +7,21 @@ the weights were chosen from); ``table.json`` / ``table.md`` / ``table.csv`` agg
 
 Because runs are paired by seed, each policy is also compared with reference policies (``run.reference_policies``
 present in the table, else the first policy) on every ranked metric: the mean over seeds of the paired
-difference (policy - reference) and its 95% percentile bootstrap interval (:mod:`arkd_env.eval.stats`, 10,000
-resamples, fixed seed). Every non-reference policy is compared with every reference; when all policies are
-references, each pair is compared once (later minus earlier in table order). With few seeds the interval is
-coarse and too narrow: it never reaches past the smallest and largest observed difference.
+difference (policy - reference) and its 95% interval (:mod:`arkd_env.eval.stats`): a Student t interval below
+30 paired seeds, where a percentile bootstrap would be too narrow (it never reaches past the observed
+differences), and a percentile bootstrap (10,000 resamples, fixed seed) from 30 on. Every non-reference policy
+is compared with every reference; when all policies are references, each pair is compared once (later minus
+earlier in table order).
+
+TensorBoard (``tb/``): the table as text, and one run per policy, ``tb/<sanitized policy>/``, holding the mean
+over seeds under tags every policy shares (``val/<metric>``, ``weight/<component>``, ``fkl_share``, ``reward``,
+``update/*``), so one chart overlays the policies; with several seeds each seed's own values are under
+``seed_<s>/<tag>``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -28,10 +35,10 @@ from typing import Any
 
 from arkd_env.eval import stats
 from arkd_env.eval.direction import direction
+from arkd_env.progress import track
 from train import plots
 from train.config import RunConfig
 from train.episode import EpisodeResult, check_played, label, play
-from train.progress import track
 from train.runs import sanitize, write_json, write_run_info
 
 
@@ -54,13 +61,15 @@ def _tidy(value: float) -> float:
     return 0.0 if abs(value) < 1e-12 else value
 
 
-# Below this many paired seeds a percentile bootstrap interval is too narrow to call a difference significant.
+# Below this many paired seeds no difference is marked, whatever its interval: with a handful of seeds even the
+# t interval leans on the differences being close to normal, which nobody can check on so few.
 MIN_SEEDS_FOR_MARK = 10
+INTERVAL_NAMES = {"t": "Student t interval", "bootstrap": "percentile bootstrap interval, {resamples} resamples"}
 
 
 @dataclass
 class Difference:
-    """mean(policy - reference) over the seeds where both have a value, with its bootstrap interval."""
+    """mean(policy - reference) over the seeds where both have a value, with its interval (``method``)."""
 
     policy: str
     reference: str
@@ -69,6 +78,7 @@ class Difference:
     low: float
     high: float
     n: int
+    method: str = "bootstrap"
 
     def fmt(self) -> str:
         if self.n == 0:
@@ -120,12 +130,15 @@ class Table:
             cells = [row[m].fmt() if m in row else "n/a" for m in ranked]
             lines.append("| " + " | ".join([f"{policy} − {reference}", *cells]) + " |")
         level = f"{100 * self.confidence:g}%"
+        methods = sorted({d.method for d in self.differences if d.n > 1})
+        kinds = " or ".join(INTERVAL_NAMES[m].format(resamples=self.resamples) for m in methods) or "no interval"
+        n = max(d.n for d in self.differences)
         note = (f"\nMean paired difference over the engine seeds (same seed = same student initialisation and "
-                f"data order) [{level} percentile bootstrap interval, {self.resamples} resamples]; * = the "
-                f"interval excludes 0, marked only with at least {MIN_SEEDS_FOR_MARK} paired seeds. The percentile "
-                "bootstrap never reaches past the observed differences, so with few seeds it understates the "
-                "uncertainty: read such intervals as descriptive.\n")
-        return "\n".join(lines) + "\n" + note
+                f"data order) [{level} {kinds}; t below {stats.SMALL_SAMPLE} pairs]; * = the interval excludes 0, "
+                f"marked only with at least {MIN_SEEDS_FOR_MARK} paired seeds.")
+        if n < MIN_SEEDS_FOR_MARK:
+            note += f" With {n} seeds these are descriptive, not tests."
+        return "\n".join(lines) + "\n" + note + "\n"
 
     def csv(self) -> str:
         out = io.StringIO()
@@ -146,7 +159,8 @@ class Table:
                 "references": self.references,
                 "differences": [vars(d) for d in self.differences],
                 "difference_settings": {"statistic": "mean of paired differences (policy - reference)",
-                                        "interval": "percentile bootstrap", "confidence": self.confidence,
+                                        "interval": f"Student t below {stats.SMALL_SAMPLE} pairs, else "
+                                                    "percentile bootstrap", "confidence": self.confidence,
                                         "resamples": self.resamples, "pairs": "same engine seed"}}
 
 
@@ -179,7 +193,8 @@ def paired_differences(results: Mapping[str, Sequence[Mapping[str, float]]], met
                                                   confidence=confidence, resamples=resamples, seed=seed)
             # One pair has no spread to resample: report the difference without an interval.
             low, high = (interval.low, interval.high) if interval.n > 1 else (math.nan, math.nan)
-            out.append(Difference(policy, reference, metric, interval.estimate, low, high, interval.n))
+            out.append(Difference(policy, reference, metric, interval.estimate, low, high, interval.n,
+                                  interval.method))
     return out
 
 
@@ -314,10 +329,10 @@ def run_compare(cfg: RunConfig, specs: Sequence[str], seeds: Sequence[int], out_
     table = build_table({n: [{"episode_return": r.episode_return, **r.metrics} for r in rs]
                          for n, rs in runs.items()}, list(seeds), references=references)
     write_outputs(table, out_dir)
-    first = {name: rs[0].steps for name, rs in runs.items()}
-    figures = [plots.weight_trajectories(first, out_dir / "plots" / "weights.png"),
-               plots.validation_curves(first, out_dir / "plots" / "validation.png")]
-    write_tensorboard(table, first, out_dir / "tb")
+    episodes = {name: [r.steps for r in rs] for name, rs in runs.items()}
+    figures = [plots.weight_trajectories(episodes, out_dir / "plots" / "weights.png"),
+               plots.validation_curves(episodes, out_dir / "plots" / "validation.png")]
+    write_tensorboard(table, runs, out_dir / "tb")
     return Comparison(table=table, out_dir=out_dir, runs=runs, plots=figures)
 
 
@@ -330,22 +345,87 @@ def write_outputs(table: Table, out_dir: Path) -> None:
     write_json(out_dir / "table.json", table.to_json())
 
 
-def write_tensorboard(table: Table, trajectories: Mapping[str, Sequence[Mapping[str, Any]]], log_dir: Path,
-                      writer: Any = None) -> None:
-    """The table as text (``comparison/table``) and each policy's validation curve and weights."""
+Scalars = dict[str, dict[int, float]]  # tag -> x -> value
+
+
+def step_scalars(steps: Sequence[Mapping[str, Any]]) -> Scalars:
+    """The TensorBoard scalars of one episode. Per env step: ``val/<metric>``, ``weight/<component>``,
+    ``fkl_share`` (:func:`train.plots.fkl_share`) and ``reward``; per student update, when the steps carry an
+    ``update_log``, every ``UPDATE_LOG_EVERY``-th update's ``update/*`` tags, against the engine's update count.
+    Values that are missing or not finite are left out."""
+    scalars: Scalars = {}
+    for step in steps:
+        for tag, x, value in _points(step):
+            if value is not None and math.isfinite(float(value)):
+                scalars.setdefault(tag, {})[x] = float(value)
+    return scalars
+
+
+def _points(step: Mapping[str, Any]) -> Iterator[tuple[str, int, Any]]:
+    x = int(step["step"])
+    for metric, value in (step.get("val") or {}).items():
+        yield f"val/{metric}", x, value
+    if x == 0:
+        return  # the reset record: nothing applied, nothing earned
+    weights = step.get("weights") or {}
+    yield from ((f"weight/{component}", x, weight) for component, weight in weights.items())
+    yield "fkl_share", x, plots.fkl_share(step)
+    yield "reward", x, step.get("reward")
+    yield from _update_points(step.get("update_log") or [], weights)
+
+
+def _update_points(log: Sequence[Mapping[str, float]], weights: Mapping[str, float]
+                   ) -> Iterator[tuple[str, int, float]]:
+    from train.callbacks import UPDATE_LOG_EVERY, update_scalars
+
+    for record in log:
+        update = int(record["update"])
+        if update % UPDATE_LOG_EVERY == 0:
+            yield from ((tag, update, value) for tag, value in update_scalars(record, weights).items())
+
+
+def mean_scalars(per_seed: Sequence[Mapping[str, Mapping[int, float]]]) -> Scalars:
+    """Each tag's mean over the seeds, at each x, over the seeds that logged it there."""
+    tags = dict.fromkeys(tag for one in per_seed for tag in one)
+    out: Scalars = {}
+    for tag in tags:
+        band = plots.seed_band([one.get(tag, {}) for one in per_seed])
+        out[tag] = dict(zip(band.xs, band.mean, strict=True))
+    return out
+
+
+def policy_scalars(results: Sequence[EpisodeResult]) -> Scalars:
+    """One policy's TensorBoard run: the mean over its seeds under the tags of :func:`step_scalars`, so that
+    one chart overlays the policies' runs; with several seeds also each seed's own, as ``seed_<s>/<tag>``."""
+    per_seed = [step_scalars(r.steps) for r in results]
+    scalars = mean_scalars(per_seed)
+    if len(results) > 1:
+        for result, one in zip(results, per_seed, strict=True):
+            scalars.update({f"seed_{result.seed}/{tag}": values for tag, values in one.items()})
+    return scalars
+
+
+def _summary_writer(log_dir: Path) -> contextlib.closing[Any]:
     from torch.utils.tensorboard import SummaryWriter
 
-    own = writer is None
-    writer = writer or SummaryWriter(str(log_dir))
-    writer.add_text("comparison/table", table.markdown(), 0)
-    for name, steps in trajectories.items():
-        tag = sanitize(name)
-        for s in steps:
-            for metric in ("val_divergence", "val_fkl", "val_rkl"):
-                if metric in s.get("val", {}):
-                    writer.add_scalar(f"compare/{tag}/{metric}", float(s["val"][metric]), int(s["step"]))
-            for comp, w in s.get("weights", {}).items():
-                writer.add_scalar(f"compare/{tag}/weight_{comp}", float(w), int(s["step"]))
-    writer.flush()
-    if own:
-        writer.close()
+    return contextlib.closing(SummaryWriter(str(log_dir)))
+
+
+def write_policy_run(results: Sequence[EpisodeResult], log_dir: Path) -> None:
+    with _summary_writer(log_dir) as writer:
+        for tag, values in policy_scalars(results).items():
+            for x, value in sorted(values.items()):
+                writer.add_scalar(tag, value, x)
+
+
+def write_table_text(table: Table, log_dir: Path) -> None:
+    with _summary_writer(log_dir) as writer:
+        writer.add_text("comparison/table", table.markdown(), 0)
+
+
+def write_tensorboard(table: Table, runs: Mapping[str, Sequence[EpisodeResult]], log_dir: Path) -> None:
+    """The table as text (``comparison/table``) in ``log_dir``, and one run per policy in
+    ``log_dir/<sanitized policy>`` (:func:`policy_scalars`)."""
+    write_table_text(table, log_dir)
+    for name, results in runs.items():
+        write_policy_run(results, log_dir / sanitize(name))

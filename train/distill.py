@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any
 
 from arkd_env.atomic import atomic_write_text
 from train import plots
+from train.compare import write_policy_run
 from train.config import RunConfig
 from train.episode import EpisodeResult, check_played, play, played_config
 from train.runs import CONFIG_FILE, METRICS_FILE, locked, require_kind, write_json, write_run_info
 
 STUDENT_DIR = "student"
+TB_DIR = "tb"
 
 
 def distill(cfg: RunConfig, spec: str, seed: int, out_dir: Path) -> EpisodeResult:
-    """Run the episode, save the student (Hugging Face folder), metrics.json, config and plots."""
+    """Run the episode, save the student (Hugging Face folder), metrics.json, config, plots and TensorBoard
+    events (``tb/``, the tags of one policy's run in `arkd compare`)."""
     check_played(cfg, spec)
     require_kind(out_dir, "distill", "--out")
     with locked(out_dir):
@@ -28,8 +32,11 @@ def distill(cfg: RunConfig, spec: str, seed: int, out_dir: Path) -> EpisodeResul
             env.close()
         atomic_write_text(out_dir / CONFIG_FILE, played_config(cfg, spec).to_yaml())  # the settings it ran with
         write_json(out_dir / METRICS_FILE, result.summary())
-        plots.weight_trajectories({result.policy: result.steps}, out_dir / "plots" / "weights.png")
-        plots.validation_curves({result.policy: result.steps}, out_dir / "plots" / "validation.png")
+        plots.weight_trajectories({result.policy: [result.steps]}, out_dir / "plots" / "weights.png")
+        plots.validation_curves({result.policy: [result.steps]}, out_dir / "plots" / "validation.png")
+        # A distill into an existing folder replaces its run; old events would draw a second line under each tag.
+        shutil.rmtree(out_dir / TB_DIR, ignore_errors=True)
+        write_policy_run([result], out_dir / TB_DIR)
     return result
 
 
@@ -49,8 +56,8 @@ def evaluate_student(cfg: RunConfig, student_dir: Path) -> dict[str, float]:
     if not (student_dir / "config.json").is_file():
         raise FileNotFoundError(f"{student_dir}: not a Hugging Face model folder (no config.json)")
     device = models.pick_device(cfg.engine.device, key="engine.device")
+    student = load_student(student_dir, device)  # a bad student folder fails before the teacher is loaded
     assets = load_assets(cfg.engine, device)
-    student = load_student(student_dir, device)
     rows = _embedding_rows(student)
     if rows < assets.vocab_size:
         raise ValueError(f"{student_dir}: the student has {rows} token embeddings but preset "

@@ -153,7 +153,8 @@ def run_episode(policy: Any, env: Any, name: str, seed: int, generate: bool = Tr
         total += float(reward)
         done = bool(terminated or truncated)
         steps.append({"step": int(info.get("step", len(steps))), "weights": info.get("weights", {}),
-                      "reward": float(reward), "val": info.get("val", {}), "observed": observed})
+                      "reward": float(reward), "val": info.get("val", {}), "observed": observed,
+                      "train": info.get("train", {}), "update_log": info.get("update_log", [])})
     distiller = env.unwrapped.distiller
     metrics = {k: float(v) for k, v in distiller.evaluate(generate=generate, held_out=True).items()}
     return EpisodeResult(policy=name, seed=seed, episode_return=total, steps=steps, metrics=metrics,

@@ -7,14 +7,13 @@ protocol), ``OUT.md`` (one row per student and metric, one column per set, mean 
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
 from arkd_env.atomic import atomic_write_text
 from arkd_env.eval.suite import SuiteResult
+from arkd_env.progress import bar, say
 from train.config import RunConfig
-from train.progress import bar, say
 from train.runs import write_json
 
 SUITES = ("paper",)
@@ -56,11 +55,15 @@ def load_student(student_dir: Path, device: Any) -> Any:
 
     try:
         model = load_causal_lm(student_dir)
-    except pickle.UnpicklingError:  # torch's weights-only loader met objects other than tensors
-        raise ValueError(f"{student_dir}: its weights file holds pickled objects other than tensors, and loading "
-                         "those could run code; refused (ARKD saves students as safetensors)") from None
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"{student_dir}: cannot load the student ({err})") from None
+    except Exception as err:
+        # torch's weights-only loader raises pickle's UnpicklingError (matched by name: ARKD imports no
+        # pickler) when a .bin holds objects other than tensors; its own message runs to several lines.
+        if type(err).__name__ != "UnpicklingError":
+            raise
+        raise ValueError(f"{student_dir}: its weights file holds pickled objects other than tensors, and loading "
+                         "those could run code; refused (ARKD saves students as safetensors)") from None
     return model.to(device)
 
 

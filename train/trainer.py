@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from train.callbacks import (
 )
 from train.config import RunConfig, build
 from train.envs import make_vec_env, single_env, vec_kind
-from train.episode import play, run_episode
+from train.episode import EpisodeResult, play, run_episode
 from train.errors import Interrupted
 from train.runs import (
     CONFIG_FILE,
@@ -35,6 +36,10 @@ from train.runs import (
 )
 
 TB_DIR = "tb"
+# Each reference episode is a whole distillation run: a few seeds show their spread at a bounded cost.
+REFERENCE_SEEDS = 3
+# `arkd demo` trains for a few episodes only; three seeds of every policy it compares would cost it more than that.
+DEMO_REFERENCE_SEEDS = 1
 
 
 @dataclass
@@ -126,7 +131,8 @@ def learn(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Any:
         model.set_logger(configure(str(run_dir / TB_DIR), ["tensorboard"]))
         every = checkpoints.interval(cfg.run.checkpoint_every, cfg.env.horizon, cfg.agent.n_envs)
         saver = CheckpointCallback(run_dir, every, cfg.run.keep_checkpoints)
-        callbacks = [TensorBoardCallback(hparams_of(cfg)), LearningCurveCallback(run_dir), saver,
+        callbacks = [TensorBoardCallback(hparams_of(cfg), updates_per_step=cfg.env.updates_per_step),
+                     LearningCurveCallback(run_dir), saver,
                      ProgressCallback(cfg.run.timesteps, int(model.num_timesteps))]
         remaining = cfg.run.timesteps - int(model.num_timesteps)
         if remaining > 0:
@@ -146,6 +152,28 @@ def learn(cfg: RunConfig, run_dir: Path, resume: bool = False) -> Any:
     return model
 
 
+def reference_seeds(cfg: RunConfig, count: int = REFERENCE_SEEDS) -> list[int]:
+    """The engine seeds the learning curve's fixed policies are played on: the seeds the agent trains on (the
+    first ``count`` of ``env.train_seeds``), or ``engine.seed`` when it trains on that alone."""
+    return list(cfg.env.train_seeds[:count]) or [cfg.engine.seed]
+
+
+def play_references(cfg: RunConfig, specs: Sequence[str], count: int = REFERENCE_SEEDS
+                    ) -> dict[str, list[EpisodeResult]]:
+    """Each spec's episodes (no generations) on :func:`reference_seeds`, by policy label."""
+    played: dict[str, list[EpisodeResult]] = {}
+    for spec in specs:
+        for seed in reference_seeds(cfg, count):
+            result, env = play(cfg, spec, seed, generate=False)
+            env.close()
+            played.setdefault(result.policy, []).append(result)
+    return played
+
+
+def returns_of(played: Mapping[str, Sequence[EpisodeResult]]) -> dict[str, list[float]]:
+    return {name: [r.episode_return for r in results] for name, results in played.items()}
+
+
 def finish(cfg: RunConfig, run_dir: Path, model: Any, wall_s: float) -> dict[str, Any]:
     """Final evaluation episode, fixed references, plots and metrics.json."""
     metrics: dict[str, Any] = {"algo": cfg.agent.algo, "preset": cfg.preset, "num_timesteps": int(model.num_timesteps),
@@ -153,24 +181,22 @@ def finish(cfg: RunConfig, run_dir: Path, model: Any, wall_s: float) -> dict[str
     curve = read_learning_curve(run_dir)
     metrics["episodes"] = len(curve)
     metrics["episode_returns"] = [r for _, r in curve]
-    references: dict[str, float] = {}
-    trajectories: dict[str, list[dict[str, Any]]] = {}
-    for spec in cfg.run.reference_policies:
-        result, env = play(cfg, spec, cfg.engine.seed, generate=False)
-        env.close()
-        references[result.policy] = result.episode_return
-        trajectories[result.policy] = result.steps
-    metrics["reference_returns"] = references
+    played = play_references(cfg, cfg.run.reference_policies)
+    returns = returns_of(played)
+    metrics["reference_seeds"] = reference_seeds(cfg)
+    metrics["reference_returns"] = {name: sum(values) / len(values) for name, values in returns.items()}
+    metrics["reference_returns_by_seed"] = returns
+    runs = {name: [r.steps for r in results] for name, results in played.items()}
     if cfg.run.final_eval:
-        env = single_env(cfg, engine_seed=cfg.engine.seed)  # the references' seed, not a draw from env.train_seeds
+        env = single_env(cfg, engine_seed=cfg.engine.seed)  # one fixed seed, not a draw from env.train_seeds
         result = run_episode(model, env, "agent", cfg.engine.seed)
         env.close()
         metrics["final_episode"] = {"episode_return": result.episode_return, **result.metrics}
-        trajectories = {"agent": result.steps, **trajectories}
-    plots.learning_curve(curve, references, run_dir / "plots" / "learning_curve.png")
-    if trajectories:
-        plots.weight_trajectories(trajectories, run_dir / "plots" / "weights.png")
-        plots.validation_curves(trajectories, run_dir / "plots" / "validation.png")
+        runs = {"agent": [result.steps], **runs}
+    plots.learning_curve(curve, returns, run_dir / "plots" / "learning_curve.png")
+    if runs:
+        plots.weight_trajectories(runs, run_dir / "plots" / "weights.png")
+        plots.validation_curves(runs, run_dir / "plots" / "validation.png")
     write_json(run_dir / METRICS_FILE, metrics)
     return metrics
 

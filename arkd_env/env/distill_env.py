@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -311,7 +312,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         self._done = truncated or terminated
         obs = self._observation(report.features, metrics, previous, weights)
         info = {"weights": weights, "val": metrics, "train": report.features, "components": report.components,
-                "loss": report.loss, "n_failed": report.n_failed, "restored": restored,
+                "loss": report.loss, "update_log": [dataclasses.asdict(r) for r in report.update_log],
+                "n_failed": report.n_failed, "restored": restored,
                 "consecutive_failures": self._failures,
                 "updates": self.distiller.updates, "step": self._step, "engine_seed": self.engine_seed}
         self._last = {**info, "reward": float(reward)}

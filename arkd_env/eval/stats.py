@@ -1,13 +1,21 @@
-"""Summary statistics of repeated runs: mean, sample standard deviation and percentile bootstrap intervals.
+"""Summary statistics of repeated runs: mean, sample standard deviation and intervals of a mean.
 
 Used by the evaluation suite (mean and std of ROUGE-L over generation seeds) and by `arkd compare`
-(paired differences between policies run on the same engine seeds). Numpy only: the resampling is a
-plain percentile bootstrap, seeded so that the same inputs always give the same interval.
+(paired differences between policies run on the same engine seeds).
 
-Bootstrap of a mean, for n values x₁..xₙ: draw ``resamples`` samples of n values with replacement, take
-each sample's mean, and report the (1 - c)/2 and (1 + c)/2 quantiles of those means for confidence c.
-A paired difference of means is the bootstrap of the mean of dᵢ = aᵢ - bᵢ, which keeps what pair i shares
-(here: the engine seed, i.e. the student's initialisation and data order) out of the interval.
+Two intervals of a mean, for n values x₁..xₙ at confidence c:
+
+- the **Student t interval**, x̄ ± t₍₁₊c₎/₂,ₙ₋₁ · s/√n (scipy's t quantile). It widens as n shrinks, which is
+  what a handful of seeds needs; it assumes roughly normal values, which a mean of a few paired differences
+  of smooth training metrics is close to.
+- the **percentile bootstrap**: draw ``resamples`` samples of n values with replacement, take each sample's
+  mean, and report the (1 - c)/2 and (1 + c)/2 quantiles of those means. It assumes nothing about the shape,
+  but it never reaches past the smallest and largest value, so with few values it is too narrow.
+
+:func:`paired_difference_ci` picks by sample size (``method="auto"``): the t interval below
+``SMALL_SAMPLE`` pairs, the bootstrap from there on. A paired difference of means is the interval of the
+mean of dᵢ = aᵢ - bᵢ, which keeps what pair i shares (here: the engine seed, i.e. the student's
+initialisation and data order) out of the interval.
 """
 
 from __future__ import annotations
@@ -19,19 +27,23 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_RESAMPLES = 10_000
+SMALL_SAMPLE = 30  # below this many pairs, "auto" uses the t interval: the bootstrap is too narrow there
+METHODS = ("auto", "t", "bootstrap")
 DEFAULT_CONFIDENCE = 0.95
 _CHUNK = 1_000  # resamples drawn at once, so memory stays at _CHUNK × n values whatever ``resamples`` is
 
 
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate with its bootstrap interval; ``n`` is the number of values (or pairs) used."""
+    """A point estimate with its interval; ``n`` is the number of values (or pairs) used, ``method`` how the
+    interval was made (``"t"`` or ``"bootstrap"``)."""
 
     estimate: float
     low: float
     high: float
     n: int
     confidence: float = DEFAULT_CONFIDENCE
+    method: str = "bootstrap"
 
     def contains(self, value: float) -> bool:
         return self.low <= value <= self.high
@@ -95,11 +107,41 @@ def bootstrap_ci(values: Sequence[float | None], confidence: float = DEFAULT_CON
     return Interval(estimate, float(low), float(high), int(data.size), confidence)
 
 
+def t_interval(values: Sequence[float | None], confidence: float = DEFAULT_CONFIDENCE) -> Interval:
+    """Student t interval of the mean of the finite ``values``: x̄ ± t · s/√n with n - 1 degrees of freedom.
+
+    No values give NaN bounds; one value (no spread to estimate) or identical values give a zero-width
+    interval at that value.
+    """
+    from scipy import stats as scipy_stats
+
+    _check(confidence, 1)
+    data = finite(values)
+    if data.size == 0:
+        return Interval(math.nan, math.nan, math.nan, 0, confidence, "t")
+    estimate = float(data.mean())
+    if data.size == 1 or bool(np.all(data == data[0])):
+        return Interval(estimate, estimate, estimate, int(data.size), confidence, "t")
+    half = float(scipy_stats.t.ppf((1.0 + confidence) / 2.0, data.size - 1)) * float(data.std(ddof=1)) \
+        / math.sqrt(data.size)
+    return Interval(estimate, estimate - half, estimate + half, int(data.size), confidence, "t")
+
+
+def chosen_method(method: str, n: int) -> str:
+    """The interval ``method`` resolves to for ``n`` pairs: ``auto`` is ``t`` below ``SMALL_SAMPLE``."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: must be one of {', '.join(METHODS)}")
+    if method == "auto":
+        return "t" if n < SMALL_SAMPLE else "bootstrap"
+    return method
+
+
 def paired_difference_ci(a: Sequence[float | None], b: Sequence[float | None],
                          confidence: float = DEFAULT_CONFIDENCE, resamples: int = DEFAULT_RESAMPLES,
-                         seed: int = 0) -> Interval:
-    """Bootstrap interval of mean(a - b) over pairs (aᵢ, bᵢ); a pair with a missing or non-finite side is
-    dropped. ``a`` and ``b`` must have the same length (pair i is e.g. the same engine seed)."""
+                         seed: int = 0, method: str = "auto") -> Interval:
+    """Interval of mean(a - b) over pairs (aᵢ, bᵢ); a pair with a missing or non-finite side is dropped.
+    ``a`` and ``b`` must have the same length (pair i is e.g. the same engine seed). ``method``: ``t``,
+    ``bootstrap``, or ``auto`` (:func:`chosen_method`: the t interval for fewer than ``SMALL_SAMPLE`` pairs)."""
     if len(a) != len(b):
         raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
     differences = []
@@ -109,4 +151,6 @@ def paired_difference_ci(a: Sequence[float | None], b: Sequence[float | None],
         fx, fy = float(x), float(y)
         if math.isfinite(fx) and math.isfinite(fy):
             differences.append(fx - fy)
+    if chosen_method(method, len(differences)) == "t":
+        return t_interval(differences, confidence)
     return bootstrap_ci(differences, confidence, resamples, seed)
