@@ -94,11 +94,38 @@ class ModelConfig:
 
 
 @dataclass
+class KeyedConfig:
+    """The keyed benchmark tasks (data.source='keyed'): keyed multi-word open tasks whose valid word
+    combinations depend on the key, beside deterministic list tasks (arkd_env/assets/keyed.py)."""
+
+    n_keys: int = help_field("Keys (prompts), each with its own valid answers and ranking.", default=16)
+    modes_per_key: int = help_field("Valid answers of each key.", default=8)
+    answer_words: int = help_field("Words per answer: 2 or 3.", default=2)
+    zipf_exponent: float = help_field("s in p(answer of rank r) proportional to r^-s.", default=1.0)
+    layout_seed: int = help_field("Seed of which answers each key accepts and in what order.", default=0)
+    deterministic_share: float = help_field(
+        "Share of the examples drawn from the deterministic list tasks (copy, reverse, sort, increment).",
+        default=0.25)
+    deterministic_tasks: list[str] = help_field("The deterministic tasks mixed in.",
+                                                default_factory=lambda: ["copy", "reverse"])
+
+    def __post_init__(self) -> None:
+        check(1 <= self.n_keys <= 1000, "data.keyed.n_keys", self.n_keys, "must lie in [1, 1000]")
+        check(2 <= self.modes_per_key <= 24, "data.keyed.modes_per_key", self.modes_per_key, "must lie in [2, 24]")
+        check(self.answer_words in (2, 3), "data.keyed.answer_words", self.answer_words, "must be 2 or 3")
+        check(0 <= self.zipf_exponent <= 10, "data.keyed.zipf_exponent", self.zipf_exponent, "must lie in [0, 10]")
+        check_seeds("data.keyed.layout_seed", self.layout_seed)
+        check(0 <= self.deterministic_share < 1, "data.keyed.deterministic_share", self.deterministic_share,
+              "must lie in [0, 1)")
+
+
+@dataclass
 class DataConfig:
     """Which examples the student learns from and is validated on."""
 
     source: str = help_field(
-        "'synthetic' (the embedded suite), 'chitchat' or 'chatterbot' (dialogue packages), a local "
+        "'synthetic' (the embedded suite), 'keyed' (the keyed benchmark tasks, data.keyed), 'chitchat' or "
+        "'chatterbot' (dialogue packages), a local "
         "JSON/JSONL/CSV/Parquet/text file, or a hub data set name.",
         default="synthetic",
     )
@@ -121,6 +148,7 @@ class DataConfig:
     val_split: str = help_field("'random' (val_size examples drawn with split_seed) or 'first' (the first val_size "
                                 "records of the source, as the MiniLLM line of work holds out Dolly's dev set).",
                                 default="random")
+    keyed: KeyedConfig = help_field("The keyed benchmark tasks, for source='keyed'.", default_factory=KeyedConfig)
 
     def __post_init__(self) -> None:
         check(self.format in ("instruction", "text"), "data.format", self.format, "must be instruction or text")
@@ -214,7 +242,7 @@ class EngineConfig:
 ACTION_MODES = ("mix", "simplex", "head_tail", "binary", "grid")
 # Action modes whose space is Discrete: agents that only act in Box spaces (SAC, TD3, ...) cannot drive them.
 DISCRETE_ACTION_MODES = ("binary", "grid")
-REWARDS = ("val_divergence", "val_ce", "rouge", "sparse", "relative")
+REWARDS = ("val_divergence", "val_ce", "rouge", "score", "sparse", "relative")
 
 
 @dataclass
@@ -230,7 +258,8 @@ class EnvConfig:
     simplex_components: list[str] = help_field("Components weighted by the 'simplex' action mode.",
                                           default_factory=lambda: ["fkl", "rkl"])
     simplex_temperature: float = help_field("Softmax temperature mapping a simplex action to weights.", default=1.0)
-    reward: str = help_field("'val_divergence' (default), 'val_ce', 'rouge', 'sparse' or 'relative' (the step's "
+    reward: str = help_field("'val_divergence' (default), 'val_ce', 'rouge', 'score' (the keyed tasks' exact "
+                             "score, data.source='keyed'), 'sparse' or 'relative' (the step's "
                              "validation divergence against a reference weighting's from the same state).",
                              default="val_divergence")
     reference_alpha: float = help_field("FKL weight α of the reference weighting (α·FKL + (1−α)·RKL) that "

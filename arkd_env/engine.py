@@ -30,6 +30,7 @@ from arkd_env.assets import models
 from arkd_env.assets.build import Assets, load_assets
 from arkd_env.assets.data import TokenizedExample, collate, collate_prompts, pad_token_id
 from arkd_env.config import ConfigError, EngineConfig
+from arkd_env.eval.answers import AnswerSet, answer_scores, as_metrics
 
 STATE_VERSION = 2  # 2: the engine keeps only its own RNG, never the global ones
 CHUNKED_ROWS = 1024  # default chunk of the chunked path, whose [N, V] student logits exist anyway
@@ -126,10 +127,21 @@ class Distiller:
                               f"eval_size={cfg.eval_size} of its {len(self.data.val)}")
         self._test_batches = self._batches(self._test_examples)
         self._test_teacher: list[_Rows] = []
+        self._answers = self._answer_set()
         self.updates = 0
         self._epoch = 0
         self._cursor = 0
         self._order = self._permutation(0)
+
+    def _answer_set(self) -> AnswerSet | None:
+        """On the keyed tasks, every valid answer of every key, tokenised for the exact metrics."""
+        if self.data.source != "keyed":
+            return None
+        from arkd_env.assets.data import keyed_spec
+        from arkd_env.assets.keyed import keyed_prompts
+
+        return AnswerSet.build(keyed_prompts(keyed_spec(self.cfg.data)), self.tokenizer, self.cfg.data,
+                               self.cfg.eval_batch_size)
 
     @classmethod
     def from_config(cls, cfg: EngineConfig, device: torch.device | None = None) -> Distiller:
@@ -386,9 +398,14 @@ class Distiller:
         the teacher, and student CE/perplexity on the references, on the first ``eval_size`` validation examples;
         with ``held_out`` the same as ``test_*`` on the ``test_size`` examples after them;
         with ``generate``, ROUGE-L (and the synthetic suite's metrics) of sampled generations (of the held-out
-        examples when asked for and present)."""
+        examples when asked for and present). On the keyed tasks also the exact answer metrics of every key
+        (``val_score``, ``val_validity``, ``val_head_recall``, ``val_tail_recall``, ``val_exact_kl``...,
+        :mod:`arkd_env.eval.answers`), which involve no sampling."""
         with record_function("arkd.evaluate"):
             metrics = self._divergences("val", self._eval_batches, self._eval_teacher)
+            if self._answers is not None:
+                metrics.update(as_metrics(answer_scores(self.student, self._answers, self.vocab_size,
+                                                        self.device)))
             if held_out and self._test_batches:
                 metrics.update(self._divergences("test", self._test_batches, self._test_teacher))
             if generate and self.cfg.rouge_size > 0:
@@ -461,6 +478,28 @@ class Distiller:
             answers = [g if r.get("kind") == DETERMINISTIC else s
                        for r, g, s in zip(records, greedy, sampled, strict=True)]
             metrics.update(suite_metrics(records, answers))
+        elif self.data.source == "keyed":
+            metrics.update(self._keyed_generation_metrics(examples, records, sampled, seed))
+        return metrics
+
+    def _keyed_generation_metrics(self, examples: list[TokenizedExample], records: list[dict[str, str]],
+                                  sampled: list[str], seed: int) -> dict[str, float]:
+        """Greedy exact match on the list tasks, and the share of sampled keyed answers that are invalid (a
+        readable check on ``val_validity``, which is exact)."""
+        from arkd_env.assets.synthetic import DETERMINISTIC, normalize_answer, suite_metrics
+
+        listed = [i for i, r in enumerate(records) if r.get("kind") == DETERMINISTIC]
+        metrics: dict[str, float] = {}
+        if listed:
+            greedy = self._generate_texts([examples[i] for i in listed], sample=False, seed=seed)
+            scored = suite_metrics([records[i] for i in listed], greedy)
+            metrics.update({k: v for k, v in scored.items() if k.startswith("exact_match")})
+        if self._answers is not None:
+            valid = {p.instruction: set(p.answers) for p in self._answers.prompts}
+            keyed = [(r, s) for r, s in zip(records, sampled, strict=True) if r.get("instruction") in valid]
+            if keyed:
+                invalid = sum(normalize_answer(s).lower() not in valid[r["instruction"]] for r, s in keyed)
+                metrics["invalid_rate"] = invalid / len(keyed)
         return metrics
 
     # ------------------------------------------------------------------ state

@@ -26,6 +26,8 @@ from arkd_env.assets.data import (
     build_datasets,
     collate,
     format_prompt,
+    keyed_records,
+    keyed_spec,
     load_records,
     pad_token_id,
     tokenize_records,
@@ -59,10 +61,14 @@ def _build_tokenizer(cfg: EngineConfig) -> PreTrainedTokenizerBase:
         template = cfg.data.prompt_template
         texts = [format_prompt(r["instruction"], r.get("context") or "", template) + " " + r["response"]
                  for r in records]
-        if cfg.data.source == "synthetic":  # the teacher's fresh examples may hold answers these records lack
+        if cfg.data.source in ("synthetic", "keyed"):  # fresh teacher examples may hold words these records lack
             from arkd_env.assets.synthetic import suite_vocabulary
 
             texts.append(" ".join(suite_vocabulary()))
+        if cfg.data.source == "keyed":
+            from arkd_env.assets.keyed import keyed_vocabulary
+
+            texts.append(" ".join(keyed_vocabulary(keyed_spec(cfg.data))))
         return build_synthetic_tokenizer(texts)
     if cfg.tokenizer is not None:
         return models.load_tokenizer(cfg.tokenizer, trust_remote_code=cfg.teacher.trust_remote_code)
@@ -81,13 +87,17 @@ def teacher_training_set(cfg: EngineConfig, tokenizer: PreTrainedTokenizerBase,
     unseen prompts. Open tasks keep every example: they share one prompt per task, and validation scores the
     distribution of their answers, not one answer.
     """
-    if cfg.data.source != "synthetic":
+    if cfg.data.source not in ("synthetic", "keyed"):
         return data.train
     from arkd_env.assets.synthetic import OPEN, generate_suite
 
     held_out = {(r["instruction"], r.get("context") or "") for r in data.val_records}
     wanted = cfg.teacher.pretrain_steps * cfg.teacher.pretrain_batch_size
-    fresh = [ex.to_record() for ex in generate_suite(wanted, TEACHER_SEED + cfg.data.split_seed)]
+    seed = TEACHER_SEED + cfg.data.split_seed
+    if cfg.data.source == "keyed":
+        fresh = keyed_records(cfg.data, wanted, seed)
+    else:
+        fresh = [ex.to_record() for ex in generate_suite(wanted, seed)]
     fresh = [r for r in fresh if r["kind"] == OPEN or (r["instruction"], r["context"]) not in held_out]
     examples, _ = tokenize_records(fresh, tokenizer, cfg.data)
     return examples
@@ -151,7 +161,8 @@ def prepare(cfg: EngineConfig, device: torch.device | None = None, force: bool =
     teacher = _build_teacher(cfg, tokenizer, device)
     with atomic_path(target, folder=True) as staging:
         tokenizer.save_pretrained(staging / "tokenizer")
-        teacher.save_pretrained(staging / "teacher")
+        with models.no_library_progress():
+            teacher.save_pretrained(staging / "teacher")
         (staging / "config.json").write_text(json.dumps({"tokenizer": cfg.tokenizer, "teacher": asdict(cfg.teacher),
                                                          "data": asdict(cfg.data)}, indent=2))
         (staging / "complete").write_text("ok\n")

@@ -52,7 +52,7 @@ COMPACT_TEMPLATE: dict[str, str] = {
 }
 PROMPT_TEMPLATES: dict[str, dict[str, str]] = {"alpaca": PROMPT_TEMPLATE, "compact": COMPACT_TEMPLATE}
 
-BUILTIN_SOURCES = ("synthetic", "chitchat", "chatterbot")
+BUILTIN_SOURCES = ("synthetic", "keyed", "chitchat", "chatterbot")
 IGNORE_INDEX = -100
 
 
@@ -83,12 +83,14 @@ def _template_name(cfg: DataConfig) -> str:
 def load_records(source: str | None, cfg: DataConfig) -> list[dict[str, str]]:
     """Records of ``source`` (``cfg.source`` when None), capped at ``cfg.num_examples`` (0 = all).
 
-    ``source`` is 'synthetic', 'chitchat', 'chatterbot', a local .json/.jsonl/.csv/.parquet/.txt file,
+    ``source`` is 'synthetic', 'keyed', 'chitchat', 'chatterbot', a local .json/.jsonl/.csv/.parquet/.txt file,
     or a hub data set name (its 'train' split). Errors name the file, the line or row and the field.
     """
     source = cfg.source if source is None else source
     if source == "synthetic":
         records = _synthetic_records(cfg)
+    elif source == "keyed":
+        records = keyed_records(cfg, cfg.num_examples, cfg.split_seed)
     elif source == "chitchat":
         records = _chitchat_records(cfg.num_examples)
     elif source == "chatterbot":
@@ -109,6 +111,50 @@ def _synthetic_records(cfg: DataConfig) -> list[dict[str, str]]:
         raise ConfigError(f"data.num_examples={cfg.num_examples}: the synthetic suite needs a size >= 1")
     # The suite's own seed is the split seed, so one number fixes the whole data set.
     return [ex.to_record() for ex in generate_suite(cfg.num_examples, cfg.split_seed)]
+
+
+def keyed_spec(cfg: DataConfig) -> Any:
+    """The :class:`~arkd_env.assets.keyed.KeyedTaskSpec` of ``cfg.keyed``."""
+    from arkd_env.assets.keyed import KeyedTaskSpec
+
+    k = cfg.keyed
+    return KeyedTaskSpec(n_keys=k.n_keys, modes_per_key=k.modes_per_key, zipf_exponent=k.zipf_exponent,
+                         answer_words=k.answer_words, seed=k.layout_seed)
+
+
+def keyed_records(cfg: DataConfig, count: int, seed: int) -> list[dict[str, str]]:
+    """``count`` records of the keyed benchmark: a ``deterministic_share`` of list tasks, the rest keyed open
+    tasks, interleaved so that every prefix holds both in proportion."""
+    from arkd_env.assets.keyed import generate_keyed
+    from arkd_env.assets.synthetic import DETERMINISTIC, TASKS, generate_suite
+
+    if count < 1:
+        raise ConfigError(f"data.num_examples={count}: the keyed tasks need a size >= 1")
+    tasks = cfg.keyed.deterministic_tasks
+    wrong = [t for t in tasks if t not in TASKS or TASKS[t].kind != DETERMINISTIC]
+    if wrong:
+        known = [n for n, t in TASKS.items() if t.kind == DETERMINISTIC]
+        raise ConfigError(f"data.keyed.deterministic_tasks: {wrong[0]!r} is not a deterministic task "
+                          f"(known: {', '.join(known)})")
+    n_det = round(count * cfg.keyed.deterministic_share) if tasks else 0
+    keyed = [ex.to_record() for ex in generate_keyed(keyed_spec(cfg), max(1, count - n_det), seed)]
+    listed = [ex.to_record() for ex in generate_suite(n_det, seed, tasks)] if n_det else []
+    return _interleave(keyed, listed)  # any prefix (a validation split, a short run) keeps the mix
+
+
+def _interleave(major: list[T], minor: list[T]) -> list[T]:
+    """``major`` with ``minor``'s items spread evenly between its items, both orders kept."""
+    merged: list[T] = []
+    total = len(major) + len(minor)
+    taken = 0
+    for position in range(total):
+        # Take from ``minor`` whenever it has fallen behind its share of the positions so far.
+        if taken < len(minor) and (taken + 1) * total <= (position + 1) * len(minor):
+            merged.append(minor[taken])
+            taken += 1
+        else:
+            merged.append(major[position - taken])
+    return merged
 
 
 def _package_dir(package: str, pip_name: str) -> Path:

@@ -420,19 +420,27 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, device: str 
     return model
 
 
-def load_causal_lm(name_or_path: str | Path, **kwargs: Any) -> Any:
-    """``AutoModelForCausalLM.from_pretrained`` without transformers' per-load "Loading weights" progress bar,
-    so what ARKD prints is ARKD's; the caller's progress-bar setting is restored afterwards."""
-    from transformers import AutoModelForCausalLM
+@contextlib.contextmanager
+def no_library_progress() -> Iterator[None]:
+    """Without transformers' per-call progress bars ("Loading weights", "Writing model shards"), so that what
+    ARKD prints is ARKD's; the caller's progress-bar setting is restored afterwards."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        return AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
+        yield
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def load_causal_lm(name_or_path: str | Path, **kwargs: Any) -> Any:
+    """``AutoModelForCausalLM.from_pretrained``, quietly (:func:`no_library_progress`)."""
+    from transformers import AutoModelForCausalLM
+
+    with no_library_progress():
+        return AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
 
 
 def _from_pretrained(name: str, dtype: torch.dtype, trust_remote_code: bool) -> Any:
@@ -515,7 +523,8 @@ def _gguf_folder(package: str, cache: str | Path | bool) -> Path | None:
 
 
 def _save_model(model: Any, folder: Path) -> None:
-    model.save_pretrained(str(folder))
+    with no_library_progress():
+        model.save_pretrained(str(folder))
 
 
 def _save_tokenizer(tokenizer: Any, folder: Path) -> None:
@@ -613,7 +622,8 @@ def save_pretrained_safe(model: Any, tokenizer: Any, path: str | Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     quantized = (getattr(model, "hf_quantizer", None) is not None
                  or hasattr(model.config, "quantization_config"))
-    (rebuild_from_config(model) if quantized else model).save_pretrained(str(path))
+    with no_library_progress():
+        (rebuild_from_config(model) if quantized else model).save_pretrained(str(path))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(path))
     return path

@@ -36,7 +36,7 @@ FEATURES: dict[str, tuple[float, float]] = {
 # Lookahead features: each step they run 2 × probe_updates extra updates (then undone), so only on request.
 PROBE_FEATURES = ("probe_gap", "probe_gain")
 DEFAULT_FEATURES = [f for f in FEATURES if f not in PROBE_FEATURES]
-REWARD_METRICS = {"val_divergence": "val_divergence", "val_ce": "val_ce", "rouge": "rouge_l",
+REWARD_METRICS = {"val_divergence": "val_divergence", "val_ce": "val_ce", "rouge": "rouge_l", "score": "val_score",
                   "sparse": "val_divergence", "relative": "val_divergence"}
 
 

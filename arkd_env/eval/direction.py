@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-HIGHER_IS_BETTER = ("episode_return", "rouge_l", "exact_match", "tail_coverage")
+HIGHER_IS_BETTER = ("episode_return", "rouge_l", "exact_match", "tail_coverage", "score", "validity", "overlap",
+                    "head_recall", "tail_recall")
 LOWER_IS_BETTER = ("val_", "test_", "open_kl", "open_tvd", "invalid_rate")
 NO_RANKING = ("n_deterministic", "n_open", "true_tail_share", "tail_share")
 

@@ -1,0 +1,113 @@
+"""arkd_env/eval/answers.py and the keyed data source: teacher-forced answer probabilities, the records the
+keyed benchmark trains on, and the trade-off the benchmark is built on, shown on a student small enough to
+reason about by hand."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from arkd_env import losses
+from arkd_env.assets.data import TokenizedExample, collate, keyed_records
+from arkd_env.config import DataConfig, KeyedConfig
+from arkd_env.eval.answers import sequence_log_probs
+from arkd_env.eval.exact import exact_scores
+
+
+class _FixedLogits(torch.nn.Module):
+    """A 'model' whose next-token logits are a given table indexed by the current token."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = table
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        del attention_mask
+        return SimpleNamespace(logits=self.table[input_ids])
+
+
+def test_sequence_log_probs_sum_the_response_tokens_only() -> None:
+    table = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25], [0.7, 0.1, 0.1, 0.1],
+                                    [0.4, 0.3, 0.2, 0.1]]))
+    # Sequence 0: prompt [0], response [2, 3] -> q(2|0) q(3|2) = 0.3 * 0.1; sequence 1: prompt [1, 0], response
+    # [1] -> q(1|0) = 0.2 (the prompt's own transition 1 -> 0 does not count).
+    batch = collate([TokenizedExample([0, 2, 3], prompt_length=1), TokenizedExample([1, 0, 1], prompt_length=2)],
+                    pad_token_id=0)
+    got = sequence_log_probs(_FixedLogits(table), batch, vocab_size=4)
+    assert got.tolist() == pytest.approx([math.log(0.3 * 0.1), math.log(0.2)])
+
+
+def test_keyed_records_mix_list_tasks_evenly_and_refuse_unknown_ones() -> None:
+    cfg = DataConfig(source="keyed", keyed=KeyedConfig(n_keys=4, modes_per_key=4, deterministic_share=0.25))
+    records = keyed_records(cfg, 40, seed=0)
+    assert len(records) == 40
+    kinds = [r["kind"] for r in records]
+    assert kinds.count("deterministic") == 10
+    for end in (4, 8, 20):  # every prefix keeps about a quarter of list tasks
+        assert abs(kinds[:end].count("deterministic") - end / 4) <= 1
+    assert {r["task"] for r in records if r["kind"] == "deterministic"} == {"copy", "reverse"}
+    assert keyed_records(cfg, 40, seed=0) == records
+    bad = DataConfig(source="keyed", keyed=KeyedConfig(deterministic_tasks=["fruit"]))
+    with pytest.raises(ValueError, match=r"data\.keyed\.deterministic_tasks: 'fruit' is not a deterministic task"):
+        keyed_records(bad, 10, seed=0)
+
+
+def _fit(weights: dict[str, float], teacher: torch.Tensor, steps: int = 1500) -> torch.Tensor:
+    """A factorised student q(w1, w2) = q1(w1) q2(w2), fitted by ARKD's own divergences to ``teacher``."""
+    params = torch.zeros(2, 2, requires_grad=True)
+    with torch.no_grad():
+        params[0, 0] = 0.3  # a slight lean to the first mode, as a random initialisation would have one way
+    optimizer = torch.optim.Adam([params], lr=0.05)
+    for _ in range(steps):
+        q1, q2 = torch.log_softmax(params[0], -1), torch.log_softmax(params[1], -1)
+        joint = (q1[:, None] + q2[None, :]).reshape(1, 4)
+        loss, _ = losses.mixed_divergence(joint, teacher, weights)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        q1, q2 = torch.softmax(params[0], -1), torch.softmax(params[1], -1)
+        return (q1[:, None] * q2[None, :]).reshape(4)
+
+
+def test_on_a_bimodal_target_forward_kl_spreads_and_reverse_kl_collapses() -> None:
+    """Two valid pairs, (a1 b1) with p = 2/3 and (a2 b2) with 1/3; (a1 b2) and (a2 b1) are invalid. A student that
+    picks each word independently cannot be all valid: FKL fits the marginals, 5/9 valid, the tail kept; RKL
+    keeps (almost) only the main mode, valid but without the tail -- the trade-off the keyed tasks are built on."""
+    p = {"a1 b1": 2 / 3, "a2 b2": 1 / 3}
+    eps = 1e-4  # the teacher is a softmax: a little mass on the invalid pairs
+    teacher = torch.log(torch.tensor([[2 / 3 - eps, eps, eps, 1 / 3 - eps]]))  # order a1b1, a1b2, a2b1, a2b2
+
+    def scores(q: torch.Tensor) -> Any:
+        return exact_scores(p, {"a1 b1": float(q[0]), "a2 b2": float(q[3])}, head=["a1 b1"])
+
+    forward = scores(_fit({"fkl": 1.0}, teacher))
+    reverse = scores(_fit({"rkl": 1.0}, teacher))
+    assert forward.validity_mass == pytest.approx(5 / 9, abs=0.01)
+    assert forward.tail_recall == pytest.approx(1 / 9 / (1 / 3), abs=0.02)  # q(a2 b2) = 1/9 of a true 1/3
+    assert reverse.validity_mass > 0.99 and reverse.tail_recall < 0.05
+    assert forward.tail_recall > reverse.tail_recall and reverse.validity_mass > forward.validity_mass
+
+
+def test_a_keyed_env_rewards_the_gain_in_exact_score() -> None:
+    """End to end on nano-sized keyed tasks: the exact metrics are validation metrics, and reward='score' pays
+    the step's change in ``val_score`` (higher is better, so the gain itself)."""
+    import gymnasium as gym
+    import numpy as np
+
+    import arkd_env  # noqa: F401 - registers the env
+
+    keyed = {"source": "keyed", "keyed": {"n_keys": 3, "modes_per_key": 3}}
+    env = gym.make("arkd_env/Distill-v0", preset="nano", horizon=2, reward="score",
+                   engine_overrides={"data": keyed, "teacher_cache": True})
+    _, info = env.reset(seed=0)
+    before = info["val"]
+    assert {"val_score", "val_validity", "val_head_recall", "val_tail_recall", "val_exact_kl"} <= set(before)
+    assert 0.0 <= before["val_score"] <= 1.0 and 0.0 <= before["val_validity"] <= 1.0
+    _, reward, *_, info = env.step(np.array([0.0], dtype=np.float32))
+    assert reward == pytest.approx(info["val"]["val_score"] - before["val_score"])
+    env.close()
