@@ -1,4 +1,4 @@
-"""`arkd train` on the nano preset killed with SIGKILL at 10 random moments, each time resumed with --resume:
+"""`arkd train` on the nano preset killed with SIGKILL at 6 random moments, each time resumed with --resume:
 every resume succeeds, the final step count is reached, and no checkpoint is ever seen half-written."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from arkd_env.atomic import TEMP_PREFIX
 from train import checkpoints
 
 pytestmark = pytest.mark.slow
-KILLS = 10
+KILLS = 6  # each kill restarts a process (about 10 s of imports on 2 cores): six keep the suite in budget
 TOTAL = 120  # env steps: 60 episodes of 2 steps, a checkpoint after each
 SEED = 20240611  # of the kill moments
 
@@ -46,7 +46,7 @@ def check_nothing_half_written(run: Path) -> None:
         assert hidden.name.startswith(TEMP_PREFIX), hidden
 
 
-def test_ten_sigkills_and_resumes_reach_the_final_step(tmp_path: Path) -> None:
+def test_sigkills_and_resumes_reach_the_final_step(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     run = tmp_path / "run"
     first = ["train", *TINY, *TINY_PPO, "--timesteps", str(TOTAL), "--checkpoint-every", "2", "--seed", "3",
@@ -67,7 +67,7 @@ def test_ten_sigkills_and_resumes_reach_the_final_step(tmp_path: Path) -> None:
         check_nothing_half_written(run)
         assert latest_step(run) > progress, f"kill {kill + 1}: no progress"
         progress = latest_step(run)
-    assert progress < TOTAL, "the run finished before its 10th kill"
+    assert progress < TOTAL, f"the run finished before kill {KILLS}"
 
     done = arkd("train", "--resume", str(run))
     assert done.returncode == 0, done.stderr
@@ -80,5 +80,5 @@ def test_ten_sigkills_and_resumes_reach_the_final_step(tmp_path: Path) -> None:
     assert json.loads((run / "metrics.json").read_text())["num_timesteps"] == TOTAL
     curve = (run / "learning_curve.csv").read_text().splitlines()
     assert curve[0] == "env_steps,episode_return,episode_length"
-    # one row per episode, none lost or counted twice across the 10 restarts
+    # one row per episode, none lost or counted twice across the restarts
     assert [int(line.split(",")[0]) for line in curve[1:]] == list(range(2, TOTAL + 1, 2))
