@@ -110,10 +110,11 @@ class KeyedConfig:
                                                 default_factory=lambda: ["copy", "reverse"])
 
     def __post_init__(self) -> None:
-        check(1 <= self.n_keys <= 1000, "data.keyed.n_keys", self.n_keys, "must lie in [1, 1000]")
+        # The same bounds as arkd_env/instances.py, whose instances become these settings.
+        check(1 <= self.n_keys <= 1024, "data.keyed.n_keys", self.n_keys, "must lie in [1, 1024]")
         check(2 <= self.modes_per_key <= 24, "data.keyed.modes_per_key", self.modes_per_key, "must lie in [2, 24]")
         check(self.answer_words in (2, 3), "data.keyed.answer_words", self.answer_words, "must be 2 or 3")
-        check(0 <= self.zipf_exponent <= 10, "data.keyed.zipf_exponent", self.zipf_exponent, "must lie in [0, 10]")
+        check(0 <= self.zipf_exponent <= 4, "data.keyed.zipf_exponent", self.zipf_exponent, "must lie in [0, 4]")
         check_seeds("data.keyed.layout_seed", self.layout_seed)
         check(0 <= self.deterministic_share < 1, "data.keyed.deterministic_share", self.deterministic_share,
               "must lie in [0, 1)")

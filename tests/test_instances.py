@@ -1,0 +1,228 @@
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from arkd_env.config import ConfigError
+from arkd_env.instances import (
+    FEATURE_NAMES,
+    HIDDEN_RANGE,
+    LAYERS_RANGE,
+    MODES_RANGE,
+    N_KEYS_RANGE,
+    ZIPF_RANGE,
+    Instance,
+    InstanceSet,
+    load_instance_set,
+    shipped_instance_set,
+    shipped_set_names,
+)
+
+DELETE = object()  # marks a key the bad-input case removes instead of setting
+
+
+def _instance(name: str, **changes: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {"name": name, "n_keys": 4, "modes_per_key": 4, "answer_words": 2,
+                              "zipf_exponent": 1.0, "layout_seed": 0, "deterministic_share": 0.25,
+                              "student_hidden": 16, "student_layers": 1}
+    return {**values, **changes}
+
+
+TRAIN_DOC: dict[str, Any] = {"set": "toy", "split": "train", "instances": [
+    _instance("a"), _instance("b", n_keys=8), _instance("c", n_keys=16, shift_at=0.5, shift_deterministic_share=0.0),
+]}
+TEST_DOC: dict[str, Any] = {"set": "toy", "split": "test", "instances": [
+    _instance("x", n_keys=12), _instance("y", modes_per_key=6),
+]}
+
+
+def _write(tmp_path: Path, train: Any, test: Any) -> tuple[Path, Path]:
+    paths = (tmp_path / "toy-train.yaml", tmp_path / "toy-test.yaml")
+    for path, doc in zip(paths, (train, test), strict=True):
+        path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc), encoding="utf-8")
+    return paths
+
+
+def _edit(doc: dict[str, Any], path: tuple[str | int, ...], value: Any) -> None:
+    node: Any = doc
+    for part in path[:-1]:
+        node = node[part]
+    if value is DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+
+
+def test_the_shipped_set_parses_with_disjoint_splits() -> None:
+    assert "keyed" in shipped_set_names()
+    instances = shipped_instance_set("keyed")
+    assert instances.name == "keyed"
+    assert len(instances.train) == 8 and len(instances.test) == 4
+    assert not set(instances.names("train")) & set(instances.names("test"))
+    train_contents = {instance.content() for instance in instances.train}
+    assert not any(instance.content() in train_contents for instance in instances.test)
+    assert instances.get("test-k12m6") is instances.test[0]
+
+
+def test_shipped_features_are_bounded_and_tell_every_two_instances_apart() -> None:
+    instances = shipped_instance_set()
+    features = [instance.features() for instance in (*instances.train, *instances.test)]
+    for vector in features:
+        assert len(vector) == len(FEATURE_NAMES)
+        assert all(isinstance(x, float) and 0.0 <= x <= 1.0 for x in vector)
+    for first, second in itertools.combinations(features, 2):
+        assert first != second
+
+
+def test_features_span_zero_to_one_over_the_bounds() -> None:
+    low = Instance(name="low", n_keys=N_KEYS_RANGE[0], modes_per_key=MODES_RANGE[0], answer_words=2,
+                   zipf_exponent=ZIPF_RANGE[0], layout_seed=0, deterministic_share=0.0,
+                   student_hidden=HIDDEN_RANGE[0], student_layers=LAYERS_RANGE[0])
+    high = Instance(name="high", n_keys=N_KEYS_RANGE[1], modes_per_key=MODES_RANGE[1], answer_words=3,
+                    zipf_exponent=ZIPF_RANGE[1], layout_seed=0, deterministic_share=0.5,
+                    student_hidden=HIDDEN_RANGE[1], student_layers=LAYERS_RANGE[1], shift_at=0.25,
+                    shift_deterministic_share=0.75)
+    by_name = dict(zip(FEATURE_NAMES, low.features(), strict=True))
+    assert by_name.pop("shift_at") == 1.0  # no shift reads as a change at the very end
+    assert set(by_name.values()) == {0.0}
+    assert high.features()[:6] == (1.0,) * 6
+    assert high.features()[6:] == (0.5, 0.25, 0.75)
+    # The bounds must admit a keyed layout at every corner, or a valid instance could not be built.
+    for n_keys, modes, words in itertools.product(N_KEYS_RANGE, MODES_RANGE, (2, 3)):
+        assert dataclasses.replace(high, n_keys=n_keys, modes_per_key=modes, answer_words=words).keyed_spec()
+
+
+def test_keyed_spec_carries_the_instance_fields() -> None:
+    for instance in shipped_instance_set().train:
+        spec = instance.keyed_spec()
+        assert (spec.n_keys, spec.modes_per_key, spec.answer_words, spec.zipf_exponent, spec.seed) == (
+            instance.n_keys, instance.modes_per_key, instance.answer_words, instance.zipf_exponent,
+            instance.layout_seed)
+        assert spec.word_pools is None
+
+
+def test_the_mix_changes_at_the_shift_point() -> None:
+    shifted = Instance(**_instance("s", shift_at=0.5, shift_deterministic_share=0.0))
+    assert [shifted.deterministic_share_at(p) for p in (0.0, 0.49, 0.5, 1.0)] == [0.25, 0.25, 0.0, 0.0]
+    assert Instance(**_instance("plain")).deterministic_share_at(1.0) == 0.25
+    with pytest.raises(ConfigError, match="progress"):
+        shifted.deterministic_share_at(1.5)
+
+
+def test_a_valid_pair_of_files_loads(tmp_path: Path) -> None:
+    instances = load_instance_set(*_write(tmp_path, TRAIN_DOC, TEST_DOC))
+    assert instances.names("train") == ("a", "b", "c") and instances.names("test") == ("x", "y")
+    assert instances.get("c").shift_at == 0.5 and instances.get("a").shift_at is None
+
+
+def _bad(case: str, edited: str, path: tuple[str | int, ...], value: Any, message: str) -> Any:
+    """A bad-input case: set ``path`` of the ``edited`` file's document to ``value`` (or remove it); the error
+    must name that file and match ``message``."""
+    return pytest.param(edited, path, value, message, id=case)
+
+
+BAD_INPUTS = [
+    _bad("unknown-key", "train", ("instances", 1, "n_key"), 3, r"unknown key 'instances\[1\]\.n_key'"),
+    _bad("wrong-type", "train", ("instances", 0, "n_keys"), "many", r"instances\[0\]\.n_keys: expected an integer"),
+    _bad("bool-as-int", "train", ("instances", 0, "answer_words"), True,
+         r"instances\[0\]\.answer_words: expected an integer"),
+    _bad("bad-value", "train", ("instances", 2, "n_keys"), 0,
+         r"instances\[2\]: n_keys=0: must be an integer in \[1, 1024\]"),
+    _bad("bad-float", "test", ("instances", 1, "zipf_exponent"), -1, r"instances\[1\]: zipf_exponent=-1\.0: must be"),
+    _bad("hidden-not-multiple", "train", ("instances", 0, "student_hidden"), 20,
+         r"instances\[0\]: student_hidden=20: .*multiple of 8"),
+    _bad("share-of-one", "train", ("instances", 0, "deterministic_share"), 1.0,
+         r"instances\[0\]: deterministic_share=1\.0"),
+    _bad("seed-too-big", "train", ("instances", 0, "layout_seed"), 2**32, r"instances\[0\]: layout_seed=4294967296"),
+    _bad("bad-name", "train", ("instances", 0, "name"), "a b", r"instances\[0\]: name='a b'"),
+    _bad("shift-without-share", "train", ("instances", 2, "shift_deterministic_share"), DELETE,
+         r"instances\[2\]: shift_deterministic_share=None: must be given with shift_at"),
+    _bad("share-without-shift", "train", ("instances", 2, "shift_at"), DELETE,
+         r"instances\[2\]: shift_deterministic_share=0\.0: needs shift_at"),
+    _bad("shift-changes-nothing", "train", ("instances", 2, "shift_deterministic_share"), 0.25,
+         r"instances\[2\]: shift_deterministic_share=0\.25: must differ"),
+    _bad("missing-field", "train", ("instances", 0, "student_layers"), DELETE,
+         r"missing key 'instances\[0\]\.student_layers'"),
+    _bad("instance-not-mapping", "train", ("instances", 1), 5, r"instances\[1\]: expected a mapping"),
+    _bad("instances-not-list", "train", ("instances",), {"a": 1}, r"instances: expected a list"),
+    _bad("empty-list", "train", ("instances",), [], r"instances=\[\]: must list at least one instance"),
+    _bad("wrong-split-label", "train", ("split",), "test", r"split='test': this file is loaded as the train split"),
+    _bad("unknown-split-label", "test", ("split",), "dev", r"split='dev': must be train or test"),
+    _bad("missing-set", "test", ("set",), DELETE, r"missing key 'set'"),
+    _bad("set-mismatch", "test", ("set",), "other",
+         r"set='other': the training file .*toy-train\.yaml is of set 'toy'"),
+    _bad("duplicate-name", "train", ("instances", 1, "name"), "a",
+         r"instances\[1\]\.name='a': already names instances\[0\]$"),
+    _bad("duplicate-content", "train", ("instances", 1), _instance("a2"),
+         r"instances\[1\] \('a2'\): same fields as instances\[0\] \('a'\) but the name$"),
+    _bad("name-in-both-splits", "test", ("instances", 1, "name"), "b",
+         r"instances\[1\]\.name='b': already names instances\[1\] of .*toy-train\.yaml$"),
+    _bad("content-in-both-splits", "test", ("instances", 0), _instance("x", n_keys=8),
+         r"instances\[0\] \('x'\): same fields as instances\[1\] of .*toy-train\.yaml \('b'\) but the name; "
+         r"a test instance must never be trained on"),
+]
+
+
+@pytest.mark.parametrize(("edited", "path", "value", "message"), BAD_INPUTS)
+def test_bad_input_is_one_line_naming_the_file_and_the_field(
+    tmp_path: Path, edited: str, path: tuple[str | int, ...], value: Any, message: str
+) -> None:
+    docs = {"train": copy.deepcopy(TRAIN_DOC), "test": copy.deepcopy(TEST_DOC)}
+    _edit(docs[edited], path, value)
+    train_path, test_path = _write(tmp_path, docs["train"], docs["test"])
+    with pytest.raises(ConfigError) as caught:
+        load_instance_set(train_path, test_path)
+    text = str(caught.value)
+    assert "\n" not in text
+    assert text.startswith(f"{train_path if edited == 'train' else test_path}: "), text
+    assert re.search(message, text), text
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("- a\n- b\n", "expected a mapping at the top level"),
+    ("set: toy\nset: toy\n", "duplicate key 'set'"),
+    ("", "missing key 'set'"),
+])
+def test_a_file_that_is_not_a_split_mapping_is_named(tmp_path: Path, text: str, message: str) -> None:
+    train_path, test_path = _write(tmp_path, text, TEST_DOC)
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        load_instance_set(train_path, test_path)
+    assert str(caught.value).startswith(str(train_path)) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"n_keys": True}, "n_keys=True"),
+    ({"zipf_exponent": math.inf}, "zipf_exponent=inf"),
+    ({"modes_per_key": MODES_RANGE[1] + 1}, "modes_per_key=25"),
+    ({"student_layers": 5}, "student_layers=5"),
+    ({"shift_at": 1.0, "shift_deterministic_share": 0.0}, "shift_at=1.0"),
+])
+def test_instances_built_in_code_are_validated(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Instance(**_instance("direct", **changes))
+
+
+def test_sets_built_in_code_refuse_a_renamed_training_instance_in_test() -> None:
+    train = (Instance(**_instance("a")),)
+    with pytest.raises(ConfigError, match=r"^test: instances\[0\] \('b'\): same fields as instances\[0\] of train"):
+        InstanceSet(name="toy", train=train, test=(dataclasses.replace(train[0], name="b"),))
+    with pytest.raises(ConfigError, match=re.escape("test=()")):
+        InstanceSet(name="toy", train=train, test=())
+    instances = InstanceSet(name="toy", train=train, test=(Instance(**_instance("b", n_keys=5)),))
+    with pytest.raises(ConfigError, match=r"unknown instance 'z' in set 'toy' \(train: a; test: b\)"):
+        instances.get("z")
+    with pytest.raises(ConfigError, match="split='dev'"):
+        instances.names("dev")
+
+
+def test_only_shipped_sets_are_found_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"unknown instance set '\.\./keyed' \(available: .*keyed"):
+        shipped_instance_set("../keyed")
