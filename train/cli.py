@@ -411,10 +411,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     comparison = compare.run_compare(cfg, specs, seeds, run_dir / "compare", names=names, references=names[1:])
     from train.callbacks import read_learning_curve
 
-    # The agent's curve is of its training seeds, so the fixed policies' lines are played there too.
-    say(f"playing {', '.join(cfg.run.policies)} on training seed(s) "
+    # The agent's curve is of its training seeds, so its reference lines are played there too (the reference
+    # policies only, as `arkd train` draws them, to keep the demo inside its time).
+    say(f"playing {', '.join(cfg.run.reference_policies)} on training seed(s) "
         f"{trainer.reference_seeds(cfg, trainer.DEMO_REFERENCE_SEEDS)} for the learning curve ...")
-    played = trainer.play_references(cfg, cfg.run.policies, trainer.DEMO_REFERENCE_SEEDS)
+    played = trainer.play_references(cfg, cfg.run.reference_policies, trainer.DEMO_REFERENCE_SEEDS)
     references = trainer.returns_of(played)
     plots.learning_curve(read_learning_curve(run_dir), references, run_dir / "plots" / "learning_curve.png")
     # The policies' runs are in compare/tb, under the same --logdir; the training run gets the table beside it.
