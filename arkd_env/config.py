@@ -71,7 +71,8 @@ class ModelConfig:
         default=None,
     )
     pretrain_steps: int = help_field(
-        "Teacher only, built presets: AdamW steps of supervised training on the preset's data during `prepare`.",
+        "Teacher: AdamW steps of supervised training on the preset's data during `prepare`. Student "
+        "(data.source=keyed): a warm start of every fresh student on the list tasks and another key layout.",
         default=0,
     )
     pretrain_lr: float = help_field("Learning rate of that supervised training.", default=1e-3)

@@ -111,3 +111,33 @@ def test_a_keyed_env_rewards_the_gain_in_exact_score() -> None:
     _, reward, *_, info = env.step(np.array([0.0], dtype=np.float32))
     assert reward == pytest.approx(info["val"]["val_score"] - before["val_score"])
     env.close()
+
+
+def test_a_warm_started_student_learns_another_layout_and_repeats_by_seed() -> None:
+    import dataclasses
+
+    from arkd_env.assets.build import load_assets, warm_start_examples
+    from arkd_env.assets.data import keyed_spec
+    from arkd_env.assets.keyed import keyed_prompts
+    from arkd_env.config import ConfigError, load_preset
+
+    overrides = ["engine.data.source=keyed", "engine.data.keyed={n_keys: 3, modes_per_key: 3}",
+                 "engine.student.pretrain_steps=3", "engine.student.pretrain_batch_size=4"]
+    cfg = load_preset("nano", overrides).engine
+    assets = load_assets(cfg, torch.device("cpu"))
+    examples = warm_start_examples(cfg, assets.tokenizer)
+    assert len(examples) == 3 * 4
+    # Its keyed answers are those of the next layout, never of the benchmark's own (layout_seed + 1)
+    other = dataclasses.replace(cfg.data, keyed=dataclasses.replace(cfg.data.keyed, layout_seed=1))
+    theirs = {a for p in keyed_prompts(keyed_spec(other)) for a in p.answers}
+    texts = [assets.tokenizer.decode(e.input_ids[e.prompt_length:], skip_special_tokens=True) for e in examples]
+    keyed_answers = [t for t in texts if t in theirs]
+    assert keyed_answers and all(t in theirs for t in keyed_answers)
+    first, again = assets.new_student(5), assets.new_student(5)
+    for key, value in first.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+    cold = load_assets(dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, pretrain_steps=0)),
+                       torch.device("cpu")).new_student(5)
+    assert not all(torch.equal(v, cold.state_dict()[k]) for k, v in first.state_dict().items())
+    with pytest.raises(ConfigError, match=r"a student warm start is defined for data\.source=keyed only"):
+        warm_start_examples(load_preset("nano", ["engine.student.pretrain_steps=3"]).engine, assets.tokenizer)

@@ -221,3 +221,19 @@ def test_compare_writes_one_tensorboard_run_per_policy_with_the_mean_over_seeds(
     # The loss at update u is seed + u: the mean over seeds 100 and 101 is 100.5 + u.
     assert _values(fkl, "update/loss") == {u: 100.5 + u for u in (4, 8)}
     assert _values(fkl, "seed_100/update/loss") == {u: 100.0 + u for u in (4, 8)}
+
+
+def test_the_terminal_table_leads_with_the_score_and_leaves_the_rest_to_the_files() -> None:
+    seeds = [1, 2]
+    runs = {name: [{"episode_return": r, "val_score": s, "val_validity": v, "val_fkl": 1.0, "val_ce": 2.0}
+                   for r, s, v in rows] for name, rows in
+            {"fkl": [(0.1, 0.5, 0.6), (0.2, 0.6, 0.7)], "rkl": [(0.0, 0.3, 0.8), (0.1, 0.4, 0.9)]}.items()}
+    table = build_table(runs, seeds, references=["fkl"])
+    short = table.headline()
+    assert short.splitlines()[0] == "| policy | episode_return | val_score | val_validity |"
+    assert "val_ce" not in short and "val_fkl" not in short  # ... in the files only
+    assert "(2 more columns in table.md, table.csv and table.json.)" in short
+    assert "| policy − reference | episode_return | val_score | val_validity |" in short
+    assert "val_fkl" in table.markdown()
+    plain = build_table({"a": [{"zeta": 1.0}], "b": [{"zeta": 2.0}]}, [1])  # no headline column: show them all
+    assert plain.headline() == plain.markdown()

@@ -378,7 +378,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _quiet_libraries()
     say(f"comparing {len(specs)} policies on engine seeds {seeds}; results in {out}")
     comparison = run_compare(cfg, specs, seeds, out)
-    print(comparison.table.markdown())
+    print(comparison.table.headline())
     say(f"table: {out / 'table.md'} (.csv, .json)    plots: {out / 'plots'}    "
         f"TensorBoard: tensorboard --logdir {out / 'tb'}")
     return 0
@@ -422,7 +422,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     compare.write_table_text(comparison.table, run_dir / trainer.TB_DIR)
     runs.write_json(run_dir / runs.METRICS_FILE, {"table": comparison.table.to_json(),
                                                   "wall_s": time.perf_counter() - start})
-    print(comparison.table.markdown())
+    print(comparison.table.headline())
     say(f"done in {time.perf_counter() - start:.0f}s")
     say(f"table: {run_dir / 'compare' / 'table.md'}   plots: {run_dir / 'plots'} and {run_dir / 'compare' / 'plots'}")
     say(f"TensorBoard: tensorboard --logdir {run_dir}")

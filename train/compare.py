@@ -64,6 +64,9 @@ def _tidy(value: float) -> float:
 # Below this many paired seeds no difference is marked, whatever its interval: with a handful of seeds even the
 # t interval leans on the differences being close to normal, which nobody can check on so few.
 MIN_SEEDS_FOR_MARK = 10
+# The columns a terminal shows first: the keyed benchmark's exact score and its parts, then the older tasks'.
+HEADLINE_METRICS = ("episode_return", "val_score", "val_validity", "val_head_recall", "val_tail_recall",
+                    "val_exact_kl", "exact_match", "val_divergence", "test_divergence", "rouge_l", "tail_coverage")
 INTERVAL_NAMES = {"t": "Student t interval", "bootstrap": "percentile bootstrap interval, {resamples} resamples"}
 
 
@@ -108,21 +111,32 @@ class Table:
         text = f"{cell.mean:.4g} ± {cell.std:.2g}"
         return f"**{text}**" if self.best.get(metric) == policy else text
 
-    def markdown(self) -> str:
-        head = ["policy", *self.metrics]
+    def markdown(self, metrics: Sequence[str] | None = None) -> str:
+        """The table of ``metrics`` (default: every one) and their paired differences, as Markdown."""
+        shown = list(self.metrics if metrics is None else metrics)
+        head = ["policy", *shown]
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-        lines += ["| " + " | ".join([p, *(self.fmt(p, m) for m in self.metrics)]) + " |" for p in self.policies]
+        lines += ["| " + " | ".join([p, *(self.fmt(p, m) for m in shown)]) + " |" for p in self.policies]
         note = (f"\nMean ± sample std over engine seeds {self.seeds}; **bold** = best per column "
-                "(higher for returns, ROUGE-L, exact match and tail coverage; lower for divergences).\n")
-        return "\n".join(lines) + "\n" + note + self.differences_markdown()
+                "(higher for returns, scores, ROUGE-L, exact match and recall; lower for divergences).\n")
+        return "\n".join(lines) + "\n" + note + self.differences_markdown(shown)
 
-    def differences_markdown(self) -> str:
+    def headline(self) -> str:
+        """What a terminal shows: the benchmark's score and its components first, when the runs have them, else
+        the return and the held-out divergence, ROUGE-L and suite metrics; the files keep every column."""
+        shown = [m for m in HEADLINE_METRICS if m in self.metrics] or self.metrics
+        rest = len(self.metrics) - len(shown)
+        more = f"\n({rest} more columns in table.md, table.csv and table.json.)\n" if rest else ""
+        return self.markdown(shown) + more
+
+    def differences_markdown(self, metrics: Sequence[str] | None = None) -> str:
         """The paired differences as a second table: one row per (policy, reference), one column per metric."""
-        if not self.differences:
+        chosen = [d for d in self.differences if metrics is None or d.metric in metrics]
+        if not chosen:
             return ""
-        ranked = list(dict.fromkeys(d.metric for d in self.differences))
+        ranked = list(dict.fromkeys(d.metric for d in chosen))
         by_pair: dict[tuple[str, str], dict[str, Difference]] = {}
-        for d in self.differences:
+        for d in chosen:
             by_pair.setdefault((d.policy, d.reference), {})[d.metric] = d
         head = ["policy − reference", *ranked]
         lines = ["", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -130,9 +144,9 @@ class Table:
             cells = [row[m].fmt() if m in row else "n/a" for m in ranked]
             lines.append("| " + " | ".join([f"{policy} − {reference}", *cells]) + " |")
         level = f"{100 * self.confidence:g}%"
-        methods = sorted({d.method for d in self.differences if d.n > 1})
+        methods = sorted({d.method for d in chosen if d.n > 1})
         kinds = " or ".join(INTERVAL_NAMES[m].format(resamples=self.resamples) for m in methods) or "no interval"
-        n = max(d.n for d in self.differences)
+        n = max(d.n for d in chosen)
         note = (f"\nMean paired difference over the engine seeds (same seed = same student initialisation and "
                 f"data order) [{level} {kinds}; t below {stats.SMALL_SAMPLE} pairs]; * = the interval excludes 0, "
                 f"marked only with at least {MIN_SEEDS_FOR_MARK} paired seeds.")

@@ -8,6 +8,7 @@ interrupted `arkd prepare` never leaves a half-written teacher that a later run 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -34,7 +35,7 @@ from arkd_env.assets.data import (
 )
 from arkd_env.assets.tokenizer import build_synthetic_tokenizer
 from arkd_env.atomic import atomic_path
-from arkd_env.config import EngineConfig
+from arkd_env.config import ConfigError, EngineConfig
 from arkd_env.progress import track
 
 CACHE_VERSION = 2  # 2: synthetic teachers train on fresh examples (teacher_training_set)
@@ -104,7 +105,7 @@ def teacher_training_set(cfg: EngineConfig, tokenizer: PreTrainedTokenizerBase,
 
 
 def pretrain(model: PreTrainedModel, examples: list[TokenizedExample], pad_id: int, steps: int, lr: float,
-             batch_size: int, device: torch.device, seed: int) -> list[float]:
+             batch_size: int, device: torch.device, seed: int, desc: str = "training teacher") -> list[float]:
     """Supervised training on the response tokens of ``examples``; returns the loss curve."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -120,7 +121,7 @@ def pretrain(model: PreTrainedModel, examples: list[TokenizedExample], pad_id: i
     losses: list[float] = []
     order = torch.randperm(len(examples), generator=generator).tolist()
     cursor = 0
-    for _ in track(range(steps), desc="training teacher", total=steps):
+    for _ in track(range(steps), desc=desc, total=steps):
         if cursor + batch_size > len(order):
             order, cursor = torch.randperm(len(examples), generator=generator).tolist(), 0
         batch = collate([examples[i] for i in order[cursor:cursor + batch_size]], pad_id)
@@ -207,10 +208,29 @@ def _teacher_side(cfg: EngineConfig, device: torch.device) -> TeacherSide:
     return _TEACHER_SIDE[key]
 
 
+WARM_START_SEED = 12345  # of the warm-start examples: apart from the data's split seed and the teacher's
+
+
+def warm_start_examples(cfg: EngineConfig, tokenizer: PreTrainedTokenizerBase) -> list[TokenizedExample]:
+    """What a warm-started student learns before distillation: the list tasks and a key layout other than the
+    benchmark's (``layout_seed + 1``), half and half. It then knows the prompt format and the words, but none of
+    the valid answers it is distilled on, so an episode is about the weighting, not about leaving a random start.
+    """
+    if cfg.data.source != "keyed":
+        raise ConfigError(f"engine.student.pretrain_steps={cfg.student.pretrain_steps}: a student warm start is "
+                          f"defined for data.source=keyed only, not {cfg.data.source!r}")
+    keyed = dataclasses.replace(cfg.data.keyed, layout_seed=cfg.data.keyed.layout_seed + 1,
+                                deterministic_share=0.5)
+    count = cfg.student.pretrain_steps * cfg.student.pretrain_batch_size
+    records = keyed_records(dataclasses.replace(cfg.data, keyed=keyed), count, WARM_START_SEED)
+    return tokenize_records(records, tokenizer, cfg.data)[0]
+
+
 def load_assets(cfg: EngineConfig, device: torch.device) -> Assets:
     """Tokenizer, frozen teacher, data and a fresh student (seeded by ``cfg.seed``), ready for distillation."""
     tokenizer, teacher, data = _teacher_side(cfg, device)
-    new_student = functools.partial(_build_student, cfg, tokenizer, teacher, device)
+    warm = warm_start_examples(cfg, tokenizer) if cfg.student.pretrain_steps > 0 else []
+    new_student = functools.partial(_build_student, cfg, tokenizer, teacher, device, warm)
     student = new_student(cfg.seed)
     if cfg.student.name_or_path is not None:  # a separately published student brings its own tokenizer
         models.check_tokenizers(tokenizer, models.load_tokenizer(cfg.student.name_or_path,
@@ -221,6 +241,11 @@ def load_assets(cfg: EngineConfig, device: torch.device) -> Assets:
 
 
 def _build_student(cfg: EngineConfig, tokenizer: PreTrainedTokenizerBase, teacher: PreTrainedModel,
-                   device: torch.device, seed: int) -> PreTrainedModel:
-    return models.build_model(cfg.student, vocab_size=len(tokenizer), tokenizer=tokenizer, device=device,
-                              teacher=teacher, seed=seed)
+                   device: torch.device, warm: list[TokenizedExample], seed: int) -> PreTrainedModel:
+    student = models.build_model(cfg.student, vocab_size=len(tokenizer), tokenizer=tokenizer, device=device,
+                                 teacher=teacher, seed=seed)
+    if warm:  # the same seed gives the same warm student: initialisation and example order both follow it
+        pretrain(student, warm, pad_token_id(tokenizer), cfg.student.pretrain_steps, cfg.student.pretrain_lr,
+                 cfg.student.pretrain_batch_size, device, seed, desc="warm-starting student")
+        student.train()
+    return student
