@@ -1,5 +1,6 @@
 """Design probe of the keyed benchmark (docs/results.md, "design 1"): how well the teacher reproduces the true
-answer distributions, and where pure FKL, pure RKL and α = 0.5 leave a student after one episode's updates.
+answer distributions, and where constant weightings (by default pure FKL, pure RKL and α = 0.5) leave a
+student after one episode's updates.
 
 Not the headroom study: a quick look, on a few seeds, at whether a design has a trade-off worth measuring.
 Each seed's student (warm-started when the preset says so, ``engine.student.pretrain_steps``) starts from the
@@ -19,7 +20,6 @@ from arkd_env.config import load_preset
 from arkd_env.engine import Distiller
 from arkd_env.eval.answers import AnswerSet, answer_scores, as_metrics
 
-WEIGHTINGS = {"fkl": {"fkl": 1.0, "rkl": 0.0}, "rkl": {"fkl": 0.0, "rkl": 1.0}, "α=0.5": {"fkl": 0.5, "rkl": 0.5}}
 COLUMNS = ("val_score", "val_validity", "val_head_recall", "val_tail_recall", "val_exact_kl", "exact_match")
 
 
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="keyed")
     parser.add_argument("--set", action="append", default=[], dest="overrides", help="engine.KEY=VALUE")
     parser.add_argument("--seeds", type=int, nargs="+", default=[300, 301])
+    parser.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.0, 0.5],
+                        help="constant FKL shares α to train with (α·FKL + (1-α)·RKL)")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -42,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "---|" * (len(COLUMNS) + 3), flush=True)
     for seed in args.seeds:
         initial = distiller.initial_state(seed)
-        for name, weights in {"start": None, **WEIGHTINGS}.items():
+        weightings = {f"α={a:g}": {"fkl": a, "rkl": 1.0 - a} for a in args.alphas}
+        for name, weights in {"start": None, **weightings}.items():
             distiller.restore(initial)
             began = time.perf_counter()
             if weights is not None:
