@@ -14,14 +14,19 @@ from arkd_env.assets.keyed import (
     KeyedTaskSpec,
     factorised_validity,
     generate_keyed,
-    head_of,
     instruction_for,
     keyed_prompts,
     keyed_vocabulary,
     slot_marginals,
+)
+from arkd_env.assets.synthetic import (
+    OPEN,
+    generate_suite,
+    head_of,
+    normalize_answer,
+    suite_vocabulary,
     zipf_probabilities,
 )
-from arkd_env.assets.synthetic import OPEN, generate_suite, normalize_answer, suite_vocabulary
 from arkd_env.eval.exact import exact_scores
 
 TWO_MODES = (("big", "small"), ("cup", "bowl"))

@@ -41,11 +41,10 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 
-from arkd_env.assets.synthetic import DIGITS, OPEN, SyntheticExample, normalize_answer
+from arkd_env.assets.synthetic import DIGITS, OPEN, SyntheticExample, head_of, normalize_answer, zipf_probabilities
 
 KEYED_TASK = "keyed"
 
@@ -171,25 +170,6 @@ class KeyedPrompt:
     def distribution_name(self) -> str:
         """The ``distribution`` field of this key's examples."""
         return f"{KEYED_TASK}_{self.key}"
-
-
-def zipf_probabilities(n: int, exponent: float) -> tuple[float, ...]:
-    """``p_r = r^-s / sum_j j^-s`` for ranks ``r = 1..n``."""
-    weights = [(rank + 1) ** -exponent for rank in range(n)]
-    total = math.fsum(weights)
-    return tuple(w / total for w in weights)
-
-
-def head_of(distribution: Mapping[str, float]) -> tuple[str, ...]:
-    """The shortest prefix of ``distribution`` (listed most likely first) whose mass reaches one half."""
-    head: list[str] = []
-    mass = 0.0
-    for answer, p in distribution.items():
-        head.append(answer)
-        mass += p
-        if mass >= 0.5:
-            break
-    return tuple(head)
 
 
 def instruction_for(key: int, answer_words: int) -> str:

@@ -115,24 +115,35 @@ def answer_distribution(task: str) -> dict[str, float]:
     return dict(_distribution(_open_task(task).name))
 
 
-@cache
-def _distribution(name: str) -> tuple[tuple[str, float], ...]:
-    spec = TASKS[name]
-    weights = [(rank + 1) ** -spec.zipf_exponent for rank in range(len(spec.answers))]
-    total = sum(weights)
-    return tuple((answer, w / total) for answer, w in zip(spec.answers, weights, strict=True))
+def zipf_probabilities(n: int, exponent: float) -> tuple[float, ...]:
+    """``p_r = r^-s / sum_j j^-s`` for ranks ``r = 1..n`` (the open tasks' law, and the keyed tasks')."""
+    weights = [(rank + 1) ** -exponent for rank in range(n)]
+    total = math.fsum(weights)
+    return tuple(w / total for w in weights)
 
 
-def head_answers(task: str) -> tuple[str, ...]:
-    """The head of an open task: the shortest most-likely-first prefix whose mass reaches 0.5."""
+def head_of(distribution: Mapping[str, float]) -> tuple[str, ...]:
+    """The shortest prefix of ``distribution`` (listed most likely first) whose mass reaches one half."""
     head: list[str] = []
     mass = 0.0
-    for answer, p in answer_distribution(task).items():
+    for answer, p in distribution.items():
         head.append(answer)
         mass += p
         if mass >= 0.5:
             break
     return tuple(head)
+
+
+@cache
+def _distribution(name: str) -> tuple[tuple[str, float], ...]:
+    spec = TASKS[name]
+    probabilities = zipf_probabilities(len(spec.answers), spec.zipf_exponent)
+    return tuple(zip(spec.answers, probabilities, strict=True))
+
+
+def head_answers(task: str) -> tuple[str, ...]:
+    """The head of an open task: the shortest most-likely-first prefix whose mass reaches 0.5."""
+    return head_of(answer_distribution(task))
 
 
 def tail_answers(task: str) -> tuple[str, ...]:
