@@ -38,7 +38,7 @@ from train.runs import (
 TB_DIR = "tb"
 # Each reference episode is a whole distillation run: a few seeds show their spread at a bounded cost.
 REFERENCE_SEEDS = 3
-# `arkd demo` trains for a few episodes only; three seeds of every policy it compares would cost it more than that.
+# `arkd demo` trains for a few episodes only; three seeds of each reference policy would cost nearly as much again.
 DEMO_REFERENCE_SEEDS = 1
 
 
