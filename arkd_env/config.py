@@ -109,6 +109,12 @@ class KeyedConfig:
         default=0.25)
     deterministic_tasks: list[str] = help_field("The deterministic tasks mixed in.",
                                                 default_factory=lambda: ["copy", "reverse"])
+    student_keys: list[int] | None = help_field(
+        "[first, count]: the student learns, and is scored on, keys first .. first+count-1 of the n_keys the "
+        "teacher knows (an instance's subset of the layout); null: all of them.", default=None)
+    teacher_deterministic_share: float | None = help_field(
+        "deterministic_share of the teacher's training examples, so that students of several shares share one "
+        "teacher; null: deterministic_share.", default=None)
 
     def __post_init__(self) -> None:
         # The same bounds as arkd_env/instances.py, whose instances become these settings.
@@ -119,6 +125,15 @@ class KeyedConfig:
         check_seeds("data.keyed.layout_seed", self.layout_seed)
         check(0 <= self.deterministic_share < 1, "data.keyed.deterministic_share", self.deterministic_share,
               "must lie in [0, 1)")
+        share = self.teacher_deterministic_share
+        check(share is None or 0 <= share < 1, "data.keyed.teacher_deterministic_share", share,
+              "must lie in [0, 1) or be null")
+        keys = self.student_keys
+        if keys is not None:
+            check(isinstance(keys, list) and len(keys) == 2 and all(isinstance(k, int) for k in keys),
+                  "data.keyed.student_keys", keys, "must be [first, count] or null")
+            check(keys[0] >= 0 and keys[1] >= 1 and keys[0] + keys[1] <= self.n_keys, "data.keyed.student_keys",
+                  keys, f"must select keys inside the n_keys={self.n_keys} of the layout")
 
 
 @dataclass
@@ -278,9 +293,17 @@ class EnvConfig:
         "env's np_random, so an agent learns across runs instead of replaying one; [] always uses engine.seed. "
         "Keep them apart from the seeds policies are evaluated on. Each seed's starting state (a copy of the "
         "student) is kept in memory once built.", default_factory=list)
+    instances: str | None = help_field(
+        "Instance set episodes are drawn from (keyed presets): a shipped set's name (arkd_env/configs/instances/"
+        "<name>-{train,test}.yaml) or 'TRAIN.yaml:TEST.yaml'; null: the preset's own task only.", default=None)
+    instance_split: str = help_field(
+        "The split reset draws an instance from when reset(options=...) names none: 'train' (agents learn on "
+        "it) or 'test'.", default="train")
 
     def __post_init__(self) -> None:
         check(self.horizon >= 1, "horizon", self.horizon, "must be >= 1")
+        check(self.instance_split in ("train", "test"), "instance_split", self.instance_split,
+              "must be train or test")
         check(self.updates_per_step >= 1, "updates_per_step", self.updates_per_step, "must be >= 1")
         check(self.action_mode in ACTION_MODES, "action_mode", self.action_mode, f"must be one of {ACTION_MODES}")
         check(self.reward in REWARDS, "reward", self.reward, f"must be one of {REWARDS}")

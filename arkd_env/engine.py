@@ -137,10 +137,9 @@ class Distiller:
         """On the keyed tasks, every valid answer of every key, tokenised for the exact metrics."""
         if self.data.source != "keyed":
             return None
-        from arkd_env.assets.data import keyed_spec
-        from arkd_env.assets.keyed import keyed_prompts
+        from arkd_env.assets.data import student_prompts
 
-        return AnswerSet.build(keyed_prompts(keyed_spec(self.cfg.data)), self.tokenizer, self.cfg.data,
+        return AnswerSet.build(student_prompts(self.cfg.data), self.tokenizer, self.cfg.data,
                                self.cfg.eval_batch_size)
 
     @classmethod

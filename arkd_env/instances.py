@@ -1,10 +1,17 @@
 """Instances and instance sets: which distillation problem an episode poses, split into training and test sets.
 
 In the style of DACBench, an *instance* fixes everything about an episode that is not the policy's choice:
-the task mix (a keyed open task of :mod:`arkd_env.assets.keyed`, plus a share of the deterministic list tasks
-of :mod:`arkd_env.assets.synthetic`), the student's size, and possibly one change of that mix partway through
-the run. ``reset(options=...)`` picks one; :meth:`Instance.features` is the small numeric vector that lets a
-policy tell instances apart in its observation.
+which keys of the keyed task the student learns (how many, and which), the share of deterministic list tasks
+in its data, and the student's size. ``reset(options={"instance": name})`` picks one;
+:meth:`Instance.features` is the small numeric vector that lets a policy tell instances apart in its
+observation.
+
+**One teacher for a whole set.** The preset's ``data.keyed`` is the *layout*: every key the teacher knows,
+with its valid answers, Zipf law and answer length. An instance selects keys ``first_key`` ..
+``first_key + n_keys - 1`` of that layout (``data.keyed.student_keys``), so all instances of a set share one
+teacher (built once, about 5 minutes on 2 cores) and differ in what the student must fit into its capacity.
+The layout's own properties (answers per key, Zipf exponent, answer length) are the preset's, not the
+instance's, since each of them would need a teacher of its own.
 
 **Splits.** An :class:`InstanceSet` holds a training split and a test split. Agents train on training
 instances only, and the test split is fixed (its file dated) before any agent is trained. A test instance
@@ -17,19 +24,20 @@ repeated instance only reweights the sampling silently.
     set: keyed            # the set's name; both files of a set must give the same one
     split: train          # or test; must match the role the file is loaded in
     instances:
-      - name: train-k4m4
+      - name: train-k4
         n_keys: 4
-        ...               # every field of Instance; shift_at and shift_deterministic_share may be left out
+        ...               # every field of Instance
 
-Every field without a default must be given: a benchmark's instances must not change when a code default
-does. :func:`load_instance_set` reads a pair of files and :func:`shipped_instance_set` the pair packaged in
+Every field must be given: a benchmark's instances must not change when a code default does.
+:func:`load_instance_set` reads a pair of files and :func:`shipped_instance_set` the pair packaged in
 ``arkd_env/configs/instances/`` (``<set>-train.yaml``, ``<set>-test.yaml``). Bad input is one line naming the
 file and the field, in the convention of :mod:`arkd_env.config`:
 ``<dir>/keyed-train.yaml: instances[2]: n_keys=0: must be an integer in [1, 1024]``.
 
 **Features.** Every field a policy could use, scaled into [0, 1] by the bounds below (which validation
-enforces, so features never leave [0, 1]); sizes spread over orders of magnitude are log-scaled. The layout
-seed is left out on purpose: it is a random draw, not a property a policy could adapt to.
+enforces, so features never leave [0, 1]); sizes spread over orders of magnitude are log-scaled. Which keys
+are selected (``first_key``) is left out on purpose: it is a draw from the layout, not a property a policy
+could adapt to.
 """
 
 from __future__ import annotations
@@ -41,19 +49,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from arkd_env.assets.keyed import DEFAULT_POOLS, KeyedTaskSpec
-from arkd_env.config import ConfigError, check, check_seeds, from_dict, help_field, read_yaml
+from arkd_env.config import ConfigError, EngineConfig, check, from_dict, help_field, read_yaml
 
 INSTANCE_DIR = Path(__file__).parent / "configs" / "instances"
 SPLITS = ("train", "test")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
-# Inclusive bounds of the fields that features scale. 1024 keys is far beyond what the small students here can
-# learn to condition on; the modes of a key are capped by the default word pools (every slot needs that many
-# distinct words); a Zipf exponent of 4 already puts over 90% of the mass on the first answer.
+# Inclusive bounds of the fields that features scale. 1024 keys is the most a layout may have
+# (data.keyed.n_keys), far beyond what the small students here can learn to condition on.
 N_KEYS_RANGE = (1, 1024)
-MODES_RANGE = (2, min(len(pool) for pool in DEFAULT_POOLS))
-ZIPF_RANGE = (0.0, 4.0)
 HIDDEN_RANGE = (8, 512)
 LAYERS_RANGE = (1, 4)
 
@@ -64,14 +68,9 @@ HIDDEN_MULTIPLE = 2 * STUDENT_HEADS
 
 FEATURE_NAMES: tuple[str, ...] = (
     "log_n_keys",  # log(n_keys) over log(1024)
-    "log_modes_per_key",  # log(modes / 2) over log(24 / 2)
-    "answer_words",  # 0 for pairs, 1 for triples
-    "zipf_exponent",  # exponent / 4
     "log_student_hidden",  # log(hidden / 8) over log(512 / 8)
     "student_layers",  # (layers - 1) / 3
-    "deterministic_share",  # share of deterministic examples from the start
-    "shift_at",  # progress at which the mix changes; 1 when it never does (a change at the end changes nothing)
-    "shifted_deterministic_share",  # share after the change; the starting share when there is none
+    "deterministic_share",  # share of deterministic examples in the student's data
 )
 
 
@@ -89,96 +88,74 @@ def _check_int_in(key: str, value: Any, bounds: tuple[int, int]) -> None:
     check(_is_int(value) and low <= value <= high, key, value, f"must be an integer in [{low}, {high}]")
 
 
-def _check_share(key: str, value: Any) -> None:
-    # Below 1: an instance that is all deterministic tasks has no keyed task for its other fields to describe.
-    check(_is_number(value) and 0 <= value < 1, key, value, "must be a number in [0, 1)")
-
-
 def _log_scale(value: float, low: float, high: float) -> float:
     return math.log(value / low) / math.log(high / low)
 
 
 @dataclass(frozen=True)
 class Instance:
-    """One distillation problem: its keyed task, its share of deterministic tasks, its student and its shift."""
+    """One distillation problem: the keys its student learns, its share of list tasks, and its student."""
 
     name: str = help_field("Identifies the instance in its set, in reset(options=...) and in results; "
                            "1-64 characters of A-Z, a-z, 0-9, _ and -.")
-    n_keys: int = help_field("Keys of the keyed task, each with its own valid answers (KeyedTaskSpec.n_keys).")
-    modes_per_key: int = help_field("Valid answers of every key (KeyedTaskSpec.modes_per_key), at least 2.")
-    answer_words: int = help_field("Words per answer: 2 (pairs) or 3 (triples).")
-    zipf_exponent: float = help_field("Exponent s of the Zipf law over each key's ranked answers.")
-    layout_seed: int = help_field("Seed of the key layout (which answers each key accepts, in which order); "
-                                  "the training draws take the engine's seed.")
-    deterministic_share: float = help_field("Share of training examples from the synthetic suite's "
-                                            "deterministic list tasks, in [0, 1); the rest are keyed.")
+    n_keys: int = help_field("How many keys of the layout the student learns and is scored on.")
+    first_key: int = help_field("The first of those keys (keys first_key .. first_key + n_keys - 1); must lie "
+                                "inside the preset's data.keyed.n_keys.")
+    deterministic_share: float = help_field("Share of the student's training examples from the deterministic "
+                                            "list tasks, in [0, 1); the rest are keyed.")
     student_hidden: int = help_field(f"Hidden size of the student, a multiple of {HIDDEN_MULTIPLE} "
                                      f"({STUDENT_HEADS} heads of even width).")
     student_layers: int = help_field("Decoder layers of the student.")
-    shift_at: float | None = help_field("Share of the run (in (0, 1)) after which the data mix changes to "
-                                        "shift_deterministic_share; null: it never changes.", default=None)
-    shift_deterministic_share: float | None = help_field("deterministic_share from shift_at on; given exactly "
-                                                         "when shift_at is.", default=None)
 
     def __post_init__(self) -> None:
         check(isinstance(self.name, str) and bool(_NAME.fullmatch(self.name)), "name", self.name,
               "must be 1-64 characters of A-Z, a-z, 0-9, _ and -")
         _check_int_in("n_keys", self.n_keys, N_KEYS_RANGE)
-        _check_int_in("modes_per_key", self.modes_per_key, MODES_RANGE)
-        check(self.answer_words in (2, 3) and _is_int(self.answer_words), "answer_words", self.answer_words,
-              "must be 2 or 3")
-        low, high = ZIPF_RANGE
-        check(_is_number(self.zipf_exponent) and low <= self.zipf_exponent <= high, "zipf_exponent",
-              self.zipf_exponent, f"must be a number in [{low}, {high}]")
-        check_seeds("layout_seed", self.layout_seed)
-        _check_share("deterministic_share", self.deterministic_share)
+        _check_int_in("first_key", self.first_key, (0, N_KEYS_RANGE[1] - self.n_keys))
+        # Below 1: an instance that is all deterministic tasks has no keyed task for its other fields to describe.
+        check(_is_number(self.deterministic_share) and 0 <= self.deterministic_share < 1, "deterministic_share",
+              self.deterministic_share, "must be a number in [0, 1)")
         _check_int_in("student_hidden", self.student_hidden, HIDDEN_RANGE)
         check(self.student_hidden % HIDDEN_MULTIPLE == 0, "student_hidden", self.student_hidden,
               f"must be a multiple of {HIDDEN_MULTIPLE} ({STUDENT_HEADS} heads of even width)")
         _check_int_in("student_layers", self.student_layers, LAYERS_RANGE)
-        if self.shift_at is None:
-            check(self.shift_deterministic_share is None, "shift_deterministic_share",
-                  self.shift_deterministic_share, "needs shift_at, the point at which it takes over")
-            return
-        check(_is_number(self.shift_at) and 0 < self.shift_at < 1, "shift_at", self.shift_at,
-              "must be a number in (0, 1) or null")
-        check(self.shift_deterministic_share is not None, "shift_deterministic_share", None,
-              "must be given with shift_at")
-        _check_share("shift_deterministic_share", self.shift_deterministic_share)
-        check(self.shift_deterministic_share != self.deterministic_share, "shift_deterministic_share",
-              self.shift_deterministic_share, "must differ from deterministic_share, or nothing shifts")
-
-    def keyed_spec(self) -> KeyedTaskSpec:
-        """The keyed task of this instance, with the default word pools."""
-        return KeyedTaskSpec(n_keys=self.n_keys, modes_per_key=self.modes_per_key,
-                             zipf_exponent=self.zipf_exponent, answer_words=self.answer_words,
-                             seed=self.layout_seed)
-
-    def deterministic_share_at(self, progress: float) -> float:
-        """The share of deterministic examples once ``progress`` (in [0, 1]) of the run is done."""
-        check(_is_number(progress) and 0 <= progress <= 1, "progress", progress, "must be a number in [0, 1]")
-        # Validation gives both shift fields or neither; testing the share as well lets type checkers know it.
-        if self.shift_at is not None and self.shift_deterministic_share is not None and progress >= self.shift_at:
-            return self.shift_deterministic_share
-        return self.deterministic_share
 
     def features(self) -> tuple[float, ...]:
         """The instance as ``len(FEATURE_NAMES)`` numbers in [0, 1], in the order of :data:`FEATURE_NAMES`."""
         return (
             _log_scale(self.n_keys, *N_KEYS_RANGE),
-            _log_scale(self.modes_per_key, *MODES_RANGE),
-            float(self.answer_words - 2),
-            self.zipf_exponent / ZIPF_RANGE[1],
             _log_scale(self.student_hidden, *HIDDEN_RANGE),
             (self.student_layers - LAYERS_RANGE[0]) / (LAYERS_RANGE[1] - LAYERS_RANGE[0]),
             float(self.deterministic_share),
-            1.0 if self.shift_at is None else float(self.shift_at),
-            float(self.deterministic_share_at(1.0)),
         )
 
     def content(self) -> tuple[Any, ...]:
         """Every field but the name: two instances with equal content pose the same problem."""
         return tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name")
+
+    def apply(self, cfg: EngineConfig) -> EngineConfig:
+        """``cfg`` (a keyed preset's engine) posing this instance: its keys of the layout, its share of list
+        tasks, and its student; the teacher's data stay the preset's, so every instance shares its teacher."""
+        keyed = cfg.data.keyed
+        if cfg.data.source != "keyed":
+            raise ConfigError(f"instance {self.name!r}: instances pose keyed tasks, but data.source="
+                              f"{cfg.data.source!r}")
+        if self.first_key + self.n_keys > keyed.n_keys:
+            raise ConfigError(f"instance {self.name!r}: keys {self.first_key}..{self.first_key + self.n_keys - 1} "
+                              f"lie outside the layout's data.keyed.n_keys={keyed.n_keys}")
+        if cfg.student.arch is None:
+            raise ConfigError(f"instance {self.name!r}: the student must be built from engine.student.arch to "
+                              f"take the instance's size")
+        teacher_share = (keyed.deterministic_share if keyed.teacher_deterministic_share is None
+                         else keyed.teacher_deterministic_share)
+        keyed = dataclasses.replace(keyed, student_keys=[self.first_key, self.n_keys],
+                                    deterministic_share=self.deterministic_share,
+                                    teacher_deterministic_share=teacher_share)
+        arch = {**cfg.student.arch, "hidden_size": self.student_hidden,
+                "intermediate_size": 2 * self.student_hidden, "num_hidden_layers": self.student_layers,
+                "num_attention_heads": STUDENT_HEADS, "num_key_value_heads": STUDENT_HEADS}
+        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, keyed=keyed),
+                                   student=dataclasses.replace(cfg.student, arch=arch))
 
 
 @dataclass(frozen=True)
@@ -281,6 +258,14 @@ def load_instance_set(train_path: str | Path, test_path: str | Path) -> Instance
 def shipped_set_names() -> list[str]:
     """Names of the instance sets packaged with ARKD."""
     return sorted(p.name.removesuffix("-train.yaml") for p in INSTANCE_DIR.glob("*-train.yaml"))
+
+
+def instance_set_from(spec: str) -> InstanceSet:
+    """The instance set ``env.instances`` names: a shipped set's name, or ``TRAIN.yaml:TEST.yaml``."""
+    if ":" not in spec:
+        return shipped_instance_set(spec)
+    train, _, test = spec.partition(":")
+    return load_instance_set(train, test)
 
 
 def shipped_instance_set(name: str = "keyed") -> InstanceSet:

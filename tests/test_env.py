@@ -307,3 +307,81 @@ def _wrappers(env: Any) -> list[Any]:
         found.append(env)
         env = env.env
     return found
+
+
+# ------------------------------------------------------------------ instance sets
+KEYED_NANO = {"data.source": "keyed", "data.num_examples": 160, "data.val_size": 16,
+              "data.keyed": {"n_keys": 8, "modes_per_key": 4, "deterministic_share": 0.25,
+                             "teacher_deterministic_share": 0.25}}
+
+
+def _instance(name: str, n_keys: int, first_key: int, hidden: int = 16) -> dict[str, Any]:
+    return {"name": name, "n_keys": n_keys, "first_key": first_key, "deterministic_share": 0.25,
+            "student_hidden": hidden, "student_layers": 1}
+
+
+@pytest.fixture(scope="module")
+def instance_files(tmp_path_factory: pytest.TempPathFactory) -> str:
+    import yaml
+
+    folder = tmp_path_factory.mktemp("instances")
+    splits = {"train": [_instance("a", 2, 0), _instance("b", 4, 2, hidden=24)], "test": [_instance("t", 2, 6)]}
+    for split, instances in splits.items():
+        (folder / f"toy-{split}.yaml").write_text(yaml.safe_dump({"set": "toy", "split": split,
+                                                                   "instances": instances}))
+    return f"{folder / 'toy-train.yaml'}:{folder / 'toy-test.yaml'}"
+
+
+def _keyed_env(instance_files: str) -> DistillEnv:
+    return DistillEnv(preset="nano", engine_overrides=KEYED_NANO, instances=instance_files, horizon=2,
+                      updates_per_step=1)
+
+
+def test_an_instance_set_poses_each_instance_with_its_own_student_and_keys(instance_files: str) -> None:
+    from arkd_env.instances import FEATURE_NAMES, instance_set_from
+
+    env = _keyed_env(instance_files)
+    sb3_check_env(env)
+    instances = instance_set_from(instance_files)
+    for name in ("b", "t", "a"):
+        obs, info = env.reset(options={"instance": name})
+        assert info["instance"] == name and env.instance_name == name
+        features = obs[-len(FEATURE_NAMES):]
+        np.testing.assert_allclose(features, instances.get(name).features(), rtol=1e-6)
+        assert env.distiller.student.config.hidden_size == instances.get(name).student_hidden
+        assert env.distiller._answers is not None
+        prompts = env.distiller._answers.prompts
+        first = instances.get(name).first_key
+        assert [p.key for p in prompts] == list(range(first, first + instances.get(name).n_keys))
+        _, _, _, _, step_info = env.step(np.zeros(1, dtype=np.float32))
+        assert step_info["instance"] == name
+    # One teacher for the whole set: instances differ in what the student sees.
+    assert env._distillers["a"].teacher is env._distillers["b"].teacher is env._distillers["t"].teacher
+    # Without options, reset draws from the training split only.
+    drawn = {env.reset(seed=s)[1]["instance"] for s in range(12)}
+    assert drawn == {"a", "b"}
+
+
+def test_the_same_instance_and_seed_reproduce_bit_exactly(instance_files: str) -> None:
+    runs = []
+    for _ in range(2):
+        env = _keyed_env(instance_files)
+        obs, _ = env.reset(options={"instance": "b", "engine_seed": 5})
+        trace = [obs]
+        for action in (0.6, -0.4):
+            obs, reward, *_ = env.step(np.array([action], dtype=np.float32))
+            trace += [obs, np.array([reward])]
+        runs.append(np.concatenate(trace))
+    assert np.array_equal(runs[0], runs[1])
+
+
+def test_instance_options_are_checked(instance_files: str) -> None:
+    from arkd_env.config import ConfigError
+
+    env = _keyed_env(instance_files)
+    with pytest.raises(ConfigError, match=r"unknown instance 'z' in set 'toy' \(train: a, b; test: t\)"):
+        env.reset(options={"instance": "z"})
+    with pytest.raises(ValueError, match="has no instance set"):
+        DistillEnv(preset="nano", horizon=2).reset(options={"instance": "a"})
+    with pytest.raises(ValueError, match=r"unknown option 'instanse' \(known: engine_seed, instance\)"):
+        env.reset(options={"instanse": "a"})

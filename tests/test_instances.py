@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 import yaml
 
-from arkd_env.config import ConfigError
+from arkd_env.assets.data import student_keys, teacher_view
+from arkd_env.config import ConfigError, load_preset
 from arkd_env.instances import (
     FEATURE_NAMES,
     HIDDEN_RANGE,
     LAYERS_RANGE,
-    MODES_RANGE,
     N_KEYS_RANGE,
-    ZIPF_RANGE,
     Instance,
     InstanceSet,
+    instance_set_from,
     load_instance_set,
     shipped_instance_set,
     shipped_set_names,
@@ -30,17 +30,16 @@ DELETE = object()  # marks a key the bad-input case removes instead of setting
 
 
 def _instance(name: str, **changes: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {"name": name, "n_keys": 4, "modes_per_key": 4, "answer_words": 2,
-                              "zipf_exponent": 1.0, "layout_seed": 0, "deterministic_share": 0.25,
+    values: dict[str, Any] = {"name": name, "n_keys": 4, "first_key": 0, "deterministic_share": 0.25,
                               "student_hidden": 16, "student_layers": 1}
     return {**values, **changes}
 
 
 TRAIN_DOC: dict[str, Any] = {"set": "toy", "split": "train", "instances": [
-    _instance("a"), _instance("b", n_keys=8), _instance("c", n_keys=16, shift_at=0.5, shift_deterministic_share=0.0),
+    _instance("a"), _instance("b", n_keys=8), _instance("c", n_keys=16, deterministic_share=0.0),
 ]}
 TEST_DOC: dict[str, Any] = {"set": "toy", "split": "test", "instances": [
-    _instance("x", n_keys=12), _instance("y", modes_per_key=6),
+    _instance("x", n_keys=12), _instance("y", first_key=40),
 ]}
 
 
@@ -69,7 +68,15 @@ def test_the_shipped_set_parses_with_disjoint_splits() -> None:
     assert not set(instances.names("train")) & set(instances.names("test"))
     train_contents = {instance.content() for instance in instances.train}
     assert not any(instance.content() in train_contents for instance in instances.test)
-    assert instances.get("test-k12m6") is instances.test[0]
+    assert instances.get("test-k6-w24") is instances.test[0]
+    # Test instances use keys no training instance does, so a test score is on unseen keys.
+    train_keys = {k for i in instances.train for k in range(i.first_key, i.first_key + i.n_keys)}
+    test_keys = {k for i in instances.test for k in range(i.first_key, i.first_key + i.n_keys)}
+    assert not train_keys & test_keys
+    # Every instance fits the keyed preset's layout.
+    cfg = load_preset("keyed").engine
+    for instance in (*instances.train, *instances.test):
+        assert instance.apply(cfg).data.keyed.student_keys == [instance.first_key, instance.n_keys]
 
 
 def test_shipped_features_are_bounded_and_tell_every_two_instances_apart() -> None:
@@ -83,44 +90,42 @@ def test_shipped_features_are_bounded_and_tell_every_two_instances_apart() -> No
 
 
 def test_features_span_zero_to_one_over_the_bounds() -> None:
-    low = Instance(name="low", n_keys=N_KEYS_RANGE[0], modes_per_key=MODES_RANGE[0], answer_words=2,
-                   zipf_exponent=ZIPF_RANGE[0], layout_seed=0, deterministic_share=0.0,
+    low = Instance(name="low", n_keys=N_KEYS_RANGE[0], first_key=0, deterministic_share=0.0,
                    student_hidden=HIDDEN_RANGE[0], student_layers=LAYERS_RANGE[0])
-    high = Instance(name="high", n_keys=N_KEYS_RANGE[1], modes_per_key=MODES_RANGE[1], answer_words=3,
-                    zipf_exponent=ZIPF_RANGE[1], layout_seed=0, deterministic_share=0.5,
-                    student_hidden=HIDDEN_RANGE[1], student_layers=LAYERS_RANGE[1], shift_at=0.25,
-                    shift_deterministic_share=0.75)
-    by_name = dict(zip(FEATURE_NAMES, low.features(), strict=True))
-    assert by_name.pop("shift_at") == 1.0  # no shift reads as a change at the very end
-    assert set(by_name.values()) == {0.0}
-    assert high.features()[:6] == (1.0,) * 6
-    assert high.features()[6:] == (0.5, 0.25, 0.75)
-    # The bounds must admit a keyed layout at every corner, or a valid instance could not be built.
-    for n_keys, modes, words in itertools.product(N_KEYS_RANGE, MODES_RANGE, (2, 3)):
-        assert dataclasses.replace(high, n_keys=n_keys, modes_per_key=modes, answer_words=words).keyed_spec()
+    high = Instance(name="high", n_keys=N_KEYS_RANGE[1], first_key=0, deterministic_share=0.5,
+                    student_hidden=HIDDEN_RANGE[1], student_layers=LAYERS_RANGE[1])
+    assert low.features() == (0.0,) * len(FEATURE_NAMES)
+    assert high.features() == (1.0, 1.0, 1.0, 0.5)
+    assert dict(zip(FEATURE_NAMES, high.features(), strict=True))["deterministic_share"] == 0.5
 
 
-def test_keyed_spec_carries_the_instance_fields() -> None:
-    for instance in shipped_instance_set().train:
-        spec = instance.keyed_spec()
-        assert (spec.n_keys, spec.modes_per_key, spec.answer_words, spec.zipf_exponent, spec.seed) == (
-            instance.n_keys, instance.modes_per_key, instance.answer_words, instance.zipf_exponent,
-            instance.layout_seed)
-        assert spec.word_pools is None
-
-
-def test_the_mix_changes_at_the_shift_point() -> None:
-    shifted = Instance(**_instance("s", shift_at=0.5, shift_deterministic_share=0.0))
-    assert [shifted.deterministic_share_at(p) for p in (0.0, 0.49, 0.5, 1.0)] == [0.25, 0.25, 0.0, 0.0]
-    assert Instance(**_instance("plain")).deterministic_share_at(1.0) == 0.25
-    with pytest.raises(ConfigError, match="progress"):
-        shifted.deterministic_share_at(1.5)
+def test_an_instance_changes_only_what_the_student_sees() -> None:
+    cfg = load_preset("keyed").engine
+    instance = Instance(**_instance("i", n_keys=8, first_key=20, deterministic_share=0.5, student_hidden=24,
+                                    student_layers=2))
+    posed = instance.apply(cfg)
+    assert list(student_keys(posed.data)) == list(range(20, 28))
+    assert posed.data.keyed.deterministic_share == 0.5
+    assert posed.student.arch is not None and cfg.student.arch is not None
+    assert (posed.student.arch["hidden_size"], posed.student.arch["intermediate_size"],
+            posed.student.arch["num_hidden_layers"]) == (24, 48, 2)
+    assert posed.student.arch["model_type"] == cfg.student.arch["model_type"]
+    # The teacher (and the tokenizer) see the preset's data whatever the instance: one teacher for the set.
+    assert teacher_view(posed.data) == teacher_view(cfg.data)
+    assert posed.teacher == cfg.teacher
+    with pytest.raises(ConfigError, match=r"instance 'far': keys 60\.\.67 lie outside .*n_keys=64"):
+        Instance(**_instance("far", n_keys=8, first_key=60)).apply(cfg)
+    with pytest.raises(ConfigError, match=r"instance 'i': instances pose keyed tasks, but data.source='synthetic'"):
+        instance.apply(load_preset("nano").engine)
 
 
 def test_a_valid_pair_of_files_loads(tmp_path: Path) -> None:
-    instances = load_instance_set(*_write(tmp_path, TRAIN_DOC, TEST_DOC))
+    paths = _write(tmp_path, TRAIN_DOC, TEST_DOC)
+    instances = load_instance_set(*paths)
     assert instances.names("train") == ("a", "b", "c") and instances.names("test") == ("x", "y")
-    assert instances.get("c").shift_at == 0.5 and instances.get("a").shift_at is None
+    assert instances.get("y").first_key == 40 and instances.get("c").deterministic_share == 0.0
+    assert instance_set_from(f"{paths[0]}:{paths[1]}") == instances
+    assert instance_set_from("keyed") == shipped_instance_set("keyed")
 
 
 def _bad(case: str, edited: str, path: tuple[str | int, ...], value: Any, message: str) -> Any:
@@ -132,23 +137,19 @@ def _bad(case: str, edited: str, path: tuple[str | int, ...], value: Any, messag
 BAD_INPUTS = [
     _bad("unknown-key", "train", ("instances", 1, "n_key"), 3, r"unknown key 'instances\[1\]\.n_key'"),
     _bad("wrong-type", "train", ("instances", 0, "n_keys"), "many", r"instances\[0\]\.n_keys: expected an integer"),
-    _bad("bool-as-int", "train", ("instances", 0, "answer_words"), True,
-         r"instances\[0\]\.answer_words: expected an integer"),
+    _bad("bool-as-int", "train", ("instances", 0, "student_layers"), True,
+         r"instances\[0\]\.student_layers: expected an integer"),
     _bad("bad-value", "train", ("instances", 2, "n_keys"), 0,
          r"instances\[2\]: n_keys=0: must be an integer in \[1, 1024\]"),
-    _bad("bad-float", "test", ("instances", 1, "zipf_exponent"), -1, r"instances\[1\]: zipf_exponent=-1\.0: must be"),
+    _bad("bad-float", "test", ("instances", 1, "deterministic_share"), -1,
+         r"instances\[1\]: deterministic_share=-1\.0: must be"),
+    _bad("keys-past-the-bound", "test", ("instances", 1, "first_key"), 1021,
+         r"instances\[1\]: first_key=1021: must be an integer in \[0, 1020\]"),
     _bad("hidden-not-multiple", "train", ("instances", 0, "student_hidden"), 20,
          r"instances\[0\]: student_hidden=20: .*multiple of 8"),
     _bad("share-of-one", "train", ("instances", 0, "deterministic_share"), 1.0,
          r"instances\[0\]: deterministic_share=1\.0"),
-    _bad("seed-too-big", "train", ("instances", 0, "layout_seed"), 2**32, r"instances\[0\]: layout_seed=4294967296"),
     _bad("bad-name", "train", ("instances", 0, "name"), "a b", r"instances\[0\]: name='a b'"),
-    _bad("shift-without-share", "train", ("instances", 2, "shift_deterministic_share"), DELETE,
-         r"instances\[2\]: shift_deterministic_share=None: must be given with shift_at"),
-    _bad("share-without-shift", "train", ("instances", 2, "shift_at"), DELETE,
-         r"instances\[2\]: shift_deterministic_share=0\.0: needs shift_at"),
-    _bad("shift-changes-nothing", "train", ("instances", 2, "shift_deterministic_share"), 0.25,
-         r"instances\[2\]: shift_deterministic_share=0\.25: must differ"),
     _bad("missing-field", "train", ("instances", 0, "student_layers"), DELETE,
          r"missing key 'instances\[0\]\.student_layers'"),
     _bad("instance-not-mapping", "train", ("instances", 1), 5, r"instances\[1\]: expected a mapping"),
@@ -200,10 +201,9 @@ def test_a_file_that_is_not_a_split_mapping_is_named(tmp_path: Path, text: str, 
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"n_keys": True}, "n_keys=True"),
-    ({"zipf_exponent": math.inf}, "zipf_exponent=inf"),
-    ({"modes_per_key": MODES_RANGE[1] + 1}, "modes_per_key=25"),
+    ({"deterministic_share": math.inf}, "deterministic_share=inf"),
+    ({"first_key": -1}, "first_key=-1"),
     ({"student_layers": 5}, "student_layers=5"),
-    ({"shift_at": 1.0, "shift_deterministic_share": 0.0}, "shift_at=1.0"),
 ])
 def test_instances_built_in_code_are_validated(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -31,6 +31,7 @@ from arkd_env.assets.data import (
     keyed_spec,
     load_records,
     pad_token_id,
+    teacher_view,
     tokenize_records,
 )
 from arkd_env.assets.tokenizer import build_synthetic_tokenizer
@@ -42,7 +43,14 @@ CACHE_VERSION = 2  # 2: synthetic teachers train on fresh examples (teacher_trai
 TEACHER_SEED = 1234  # the teacher is shared by every run seed, so its initialisation must not follow cfg.seed
 
 
+def _teacher_config(cfg: EngineConfig) -> EngineConfig:
+    """``cfg`` with the data as the teacher sees it (:func:`teacher_view`): what the teacher and tokenizer follow."""
+    view = teacher_view(cfg.data)
+    return cfg if view is cfg.data else dataclasses.replace(cfg, data=view)
+
+
 def _teacher_key(cfg: EngineConfig) -> str:
+    cfg = _teacher_config(cfg)
     payload = {"v": CACHE_VERSION, "tokenizer": cfg.tokenizer, "teacher": asdict(cfg.teacher),
                "data": asdict(cfg.data)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -154,6 +162,7 @@ def prepare(cfg: EngineConfig, device: torch.device | None = None, force: bool =
     """Build and cache what ``cfg`` makes itself; return the cache folder (None when nothing is built)."""
     if not _needs_build(cfg):
         return None
+    cfg = _teacher_config(cfg)
     target = teacher_cache_dir(cfg)
     if (target / "complete").is_file() and not force:
         return target
@@ -182,14 +191,16 @@ class Assets:
     new_student: Callable[[int], PreTrainedModel]  # engine seed -> a fresh student initialised with it
 
 
+TeacherSide = tuple[PreTrainedTokenizerBase, PreTrainedModel]
+
 _TEACHER_SIDE: dict[str, TeacherSide] = {}
-
-
-TeacherSide = tuple[PreTrainedTokenizerBase, PreTrainedModel, DataBundle]
+_DATA: dict[str, DataBundle] = {}
 
 
 def _teacher_side(cfg: EngineConfig, device: torch.device) -> TeacherSide:
-    """Tokenizer, frozen teacher and data, loaded once per process and shared by every env in it."""
+    """Tokenizer and frozen teacher, loaded once per process and shared by every env in it (and by every
+    instance whose data differ only in what the student sees)."""
+    cfg = _teacher_config(cfg)
     key = json.dumps({"tokenizer": cfg.tokenizer, "teacher": asdict(cfg.teacher), "data": asdict(cfg.data),
                       "teacher_dtype": cfg.teacher_dtype, "device": str(device)}, sort_keys=True)
     if key not in _TEACHER_SIDE:
@@ -204,8 +215,16 @@ def _teacher_side(cfg: EngineConfig, device: torch.device) -> TeacherSide:
             teacher = models.build_model(cfg.teacher, vocab_size=len(tokenizer), tokenizer=tokenizer,
                                          device=device, dtype=cfg.teacher_dtype, seed=TEACHER_SEED)
         models.freeze(teacher)
-        _TEACHER_SIDE[key] = (tokenizer, teacher, build_datasets(cfg.data, tokenizer))
+        _TEACHER_SIDE[key] = (tokenizer, teacher)
     return _TEACHER_SIDE[key]
+
+
+def _student_data(cfg: EngineConfig, tokenizer: PreTrainedTokenizerBase) -> DataBundle:
+    """The student's train and validation data, built once per process for each data config and tokenizer."""
+    key = json.dumps({"teacher": _teacher_key(cfg), "data": asdict(cfg.data)}, sort_keys=True)
+    if key not in _DATA:
+        _DATA[key] = build_datasets(cfg.data, tokenizer)
+    return _DATA[key]
 
 
 WARM_START_SEED = 12345  # of the warm-start examples: apart from the data's split seed and the teacher's
@@ -219,16 +238,18 @@ def warm_start_examples(cfg: EngineConfig, tokenizer: PreTrainedTokenizerBase) -
     if cfg.data.source != "keyed":
         raise ConfigError(f"engine.student.pretrain_steps={cfg.student.pretrain_steps}: a student warm start is "
                           f"defined for data.source=keyed only, not {cfg.data.source!r}")
-    keyed = dataclasses.replace(cfg.data.keyed, layout_seed=cfg.data.keyed.layout_seed + 1,
-                                deterministic_share=0.5)
+    # Every key of the layout, whatever the instance's: students of one size then share their warm start.
+    data = teacher_view(cfg.data)
+    keyed = dataclasses.replace(data.keyed, layout_seed=data.keyed.layout_seed + 1, deterministic_share=0.5)
     count = cfg.student.pretrain_steps * cfg.student.pretrain_batch_size
-    records = keyed_records(dataclasses.replace(cfg.data, keyed=keyed), count, WARM_START_SEED)
+    records = keyed_records(dataclasses.replace(data, keyed=keyed), count, WARM_START_SEED)
     return tokenize_records(records, tokenizer, cfg.data)[0]
 
 
 def load_assets(cfg: EngineConfig, device: torch.device) -> Assets:
     """Tokenizer, frozen teacher, data and a fresh student (seeded by ``cfg.seed``), ready for distillation."""
-    tokenizer, teacher, data = _teacher_side(cfg, device)
+    tokenizer, teacher = _teacher_side(cfg, device)
+    data = _student_data(cfg, tokenizer)
     warm = warm_start_examples(cfg, tokenizer) if cfg.student.pretrain_steps > 0 else []
     new_student = functools.partial(_build_student, cfg, tokenizer, teacher, device, warm)
     student = new_student(cfg.seed)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import importlib.util
 import io
 import itertools
@@ -122,9 +123,37 @@ def keyed_spec(cfg: DataConfig) -> Any:
                          answer_words=k.answer_words, seed=k.layout_seed)
 
 
+def student_keys(cfg: DataConfig) -> range:
+    """The keys the student learns and is scored on (``data.keyed.student_keys``; default every key)."""
+    if cfg.keyed.student_keys is None:
+        return range(cfg.keyed.n_keys)
+    first, count = cfg.keyed.student_keys
+    return range(first, first + count)
+
+
+def student_prompts(cfg: DataConfig) -> Any:
+    """The :class:`~arkd_env.assets.keyed.KeyedPrompt` of every key in :func:`student_keys`."""
+    from arkd_env.assets.keyed import keyed_prompts
+
+    keys = student_keys(cfg)
+    return keyed_prompts(keyed_spec(cfg))[keys.start:keys.stop]
+
+
+def teacher_view(cfg: DataConfig) -> DataConfig:
+    """The data as the teacher (and the tokenizer) sees it: every key of the layout, at the teacher's share of
+    list tasks. Students that differ only in their keys or share (instances) then share one teacher."""
+    k = cfg.keyed
+    if k.student_keys is None and k.teacher_deterministic_share is None:
+        return cfg
+    share = k.deterministic_share if k.teacher_deterministic_share is None else k.teacher_deterministic_share
+    keyed = dataclasses.replace(k, student_keys=None, deterministic_share=share, teacher_deterministic_share=None)
+    return dataclasses.replace(cfg, keyed=keyed)
+
+
 def keyed_records(cfg: DataConfig, count: int, seed: int) -> list[dict[str, str]]:
     """``count`` records of the keyed benchmark: a ``deterministic_share`` of list tasks, the rest keyed open
-    tasks, interleaved so that every prefix holds both in proportion."""
+    tasks of :func:`student_keys`, interleaved so that every prefix holds both in proportion (pass
+    :func:`teacher_view` of ``cfg`` for the teacher's records)."""
     from arkd_env.assets.keyed import generate_keyed
     from arkd_env.assets.synthetic import DETERMINISTIC, TASKS, generate_suite
 
@@ -137,7 +166,8 @@ def keyed_records(cfg: DataConfig, count: int, seed: int) -> list[dict[str, str]
         raise ConfigError(f"data.keyed.deterministic_tasks: {wrong[0]!r} is not a deterministic task "
                           f"(known: {', '.join(known)})")
     n_det = round(count * cfg.keyed.deterministic_share) if tasks else 0
-    keyed = [ex.to_record() for ex in generate_keyed(keyed_spec(cfg), max(1, count - n_det), seed)]
+    keyed = [ex.to_record() for ex in generate_keyed(keyed_spec(cfg), max(1, count - n_det), seed,
+                                                     student_keys(cfg))]
     listed = [ex.to_record() for ex in generate_suite(n_det, seed, tasks)] if n_det else []
     return _interleave(keyed, listed)  # any prefix (a validation split, a short run) keeps the mix
 

@@ -198,15 +198,19 @@ def keyed_prompts(spec: KeyedTaskSpec) -> tuple[KeyedPrompt, ...]:
     return tuple(prompts)
 
 
-def generate_keyed(spec: KeyedTaskSpec, num_examples: int, seed: int) -> list[SyntheticExample]:
-    """``num_examples`` examples cycling through the keys, each answer drawn from its key's true distribution.
+def generate_keyed(spec: KeyedTaskSpec, num_examples: int, seed: int,
+                   keys: range | None = None) -> list[SyntheticExample]:
+    """``num_examples`` examples cycling through the keys (those of ``keys``, default all), each answer drawn
+    from its key's true distribution.
 
     As in :func:`~arkd_env.assets.synthetic.generate_suite`, cycling keeps every key equally represented in
     any prefix, and a longer list starts with the shorter one of the same seed.
     """
     if num_examples < 1:
         raise ValueError(f"num_examples={num_examples}: a keyed task needs at least one example")
-    prompts = keyed_prompts(spec)
+    prompts = keyed_prompts(spec)[slice(keys.start, keys.stop) if keys is not None else slice(None)]
+    if not prompts:
+        raise ValueError(f"keys={keys}: selects none of the {spec.n_keys} keys")
     rng = random.Random(seed)
     examples: list[SyntheticExample] = []
     for i in range(num_examples):

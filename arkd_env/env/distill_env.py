@@ -15,6 +15,8 @@ from arkd_env.config import SEED_LIMIT, EngineConfig, EnvConfig, load_preset
 from arkd_env.engine import Distiller
 from arkd_env.env.actions import ActionCodec
 from arkd_env.eval.direction import as_loss
+from arkd_env.instances import FEATURE_NAMES as INSTANCE_FEATURES
+from arkd_env.instances import Instance, InstanceSet, instance_set_from
 
 # name -> (lower bound, upper bound); the scaling applied to each raw value is in `_scaled`.
 FEATURES: dict[str, tuple[float, float]] = {
@@ -83,6 +85,7 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     | probe_gap | (gain_FKL − gain_RKL) / (abs(gain_FKL) + abs(gain_RKL)), see below | none | [-1, 1] |
     | probe_gain | max(gain_FKL, gain_RKL) / M | clipped | [-1, 1] |
     | w_<component> | weight applied in the last step, per controlled component | none | [0, 1] |
+    | instance_<feature> | with `instances`: the instance (keys, student size, list share) | see below | [0, 1] |
 
     gain_FKL is the drop of the reward's metric M after `probe_updates` updates of pure FKL from the current
     state on the coming batches, gain_RKL the same for pure RKL; both probes are undone. These lookahead
@@ -111,6 +114,12 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     identical rewards on CPU. With `train_seeds` each reset draws the engine seed from that pool with
     `np_random` (the seed passed to `reset` seeds it), so the agent sees many students and data orders;
     `reset(options={"engine_seed": s})` picks one. The seed used is `env.engine_seed` and `info["engine_seed"]`.
+
+    With `instances` (an instance set, arkd_env/instances.py) every episode also poses one instance: which keys
+    of the keyed layout the student learns, its share of list tasks and its size. `reset` draws it from the
+    `instance_split` split with `np_random` (before the engine seed), or `options={"instance": name}` picks any
+    instance of the set; the observation ends with its features, and `info["instance"]` names it. Each
+    instance has its own engine (student and data), all sharing one teacher.
 
     ## Episode End
     Truncation: after `horizon` steps. Termination: after `max_consecutive_failures` steps in a row whose
@@ -142,13 +151,21 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         self.engine_config = engine or loaded.engine
         self.config = env_config or loaded.env
         self.render_mode = render_mode
-        self.distiller = Distiller.from_config(self.engine_config)
+        self.instance_set: InstanceSet | None = (instance_set_from(self.config.instances)
+                                                  if self.config.instances else None)
+        self._distillers: dict[str | None, Distiller] = {}
+        self.instance: Instance | None = None
+        if self.instance_set is not None:
+            self.instance = self.instance_set.get(self.instance_set.names(self.config.instance_split)[0])
+        self.distiller = self._distiller_for(self.instance)
         self.action_mode = self.config.action_mode
         self.codec = ActionCodec(self.action_mode, self.config.alpha_grid, self.config.simplex_components,
                                  self.config.simplex_temperature)
         self.component_names = self.codec.component_names
         self.feature_names = list(self.config.features or DEFAULT_FEATURES) + [f"w_{c}" for c in self.component_names]
         unknown = [f for f in self.feature_names if f not in FEATURES and not f.startswith("w_")]
+        if self.instance_set is not None:  # after the check: these names are the instance's, not options
+            self.feature_names += [f"instance_{name}" for name in INSTANCE_FEATURES]
         if unknown:
             raise ValueError(f"features: unknown feature {unknown[0]!r} (known: {', '.join(FEATURES)})")
         self.reward_metric = REWARD_METRICS[self.config.reward]
@@ -157,13 +174,22 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         high = np.array([FEATURES.get(f, (0.0, 1.0))[1] for f in self.feature_names], dtype=np.float32)
         self.observation_space: spaces.Box = spaces.Box(low, high, dtype=np.float32)
         self._log_vocab = math.log(max(2, self.distiller.vocab_size))
-        # engine seed -> (state, features, validation metrics) an episode on that seed starts from
-        self._starts: dict[int, tuple[dict[str, Any], dict[str, float], dict[str, float]]] = {}
+        # (instance, engine seed) -> (state, features, validation metrics) an episode there starts from
+        self._starts: dict[tuple[str | None, int], tuple[dict[str, Any], dict[str, float], dict[str, float]]] = {}
         self._start(self.engine_config.seed, self.distiller.snapshot())
         self.engine_seed = self.engine_config.seed
         self._step = 0
         self._done = True
         self._last: dict[str, Any] = {}
+
+    def _distiller_for(self, instance: Instance | None) -> Distiller:
+        """The engine of ``instance`` (the preset's own task for None), built on first use and kept: instances
+        differ in their student and data, and share the teacher (arkd_env/instances.py)."""
+        name = None if instance is None else instance.name
+        if name not in self._distillers:
+            cfg = self.engine_config if instance is None else instance.apply(self.engine_config)
+            self._distillers[name] = Distiller.from_config(cfg)
+        return self._distillers[name]
 
     # ------------------------------------------------------------------ actions
     def action_to_weights(self, action: Any) -> dict[str, float]:
@@ -173,6 +199,11 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     def weights_to_action(self, weights: Mapping[str, float]) -> Any:
         """An action applying ``weights`` (see :meth:`arkd_env.env.actions.ActionCodec.from_weights`)."""
         return self.codec.from_weights(weights)
+
+    @property
+    def instance_name(self) -> str | None:
+        """The current episode's instance (None without an instance set)."""
+        return None if self.instance is None else self.instance.name
 
     @property
     def updates_per_step(self) -> int:
@@ -235,6 +266,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
             "val_metric": math.log1p(abs(current)),
             "val_delta": (previous - current) / max(abs(previous), 1e-8),
             **{f"w_{k}": v for k, v in weights.items()},
+            **({} if self.instance is None else
+               {f"instance_{n}": v for n, v in zip(INSTANCE_FEATURES, self.instance.features(), strict=True)}),
         }
         values = np.array([raw.get(f, 0.0) for f in self.feature_names], dtype=np.float64)
         values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
@@ -243,18 +276,36 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     def _start(self, seed: int, state: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, float],
                                                                             dict[str, float]]:
         """The starting point of an episode on engine seed ``seed``, built on first use and kept."""
-        if seed not in self._starts:
+        key = (None if self.instance is None else self.instance.name, seed)
+        if key not in self._starts:
             state = state if state is not None else self.distiller.initial_state(seed)
             self.distiller.restore(state)
-            self._starts[seed] = (state, self.distiller.features(), self._evaluate())
-        return self._starts[seed]
+            self._starts[key] = (state, self.distiller.features(), self._evaluate())
+        return self._starts[key]
 
-    def _pick_seed(self, options: dict[str, Any] | None) -> int:
+    def _check_options(self, options: dict[str, Any] | None) -> None:
         if options is not None and not isinstance(options, Mapping):
             raise TypeError(f"reset(options={options!r}): options must be a mapping such as {{'engine_seed': 3}}")
-        unknown = sorted(set(options or {}) - {"engine_seed"})
+        unknown = sorted(set(options or {}) - {"engine_seed", "instance"})
         if unknown:
-            raise ValueError(f"reset(options=...): unknown option {unknown[0]!r} (known: engine_seed)")
+            raise ValueError(f"reset(options=...): unknown option {unknown[0]!r} (known: engine_seed, instance)")
+
+    def _pick_instance(self, options: dict[str, Any] | None) -> Instance | None:
+        """The instance named in ``options``, or one drawn from ``instance_split`` with ``np_random``."""
+        chosen = (options or {}).get("instance")
+        if self.instance_set is None:
+            if chosen is not None:
+                raise ValueError(f"reset(options={{'instance': {chosen!r}}}): this env has no instance set "
+                                 f"(env.instances is null)")
+            return None
+        if chosen is not None:
+            if not isinstance(chosen, str):
+                raise ValueError(f"reset(options={{'instance': {chosen!r}}}): must be an instance name")
+            return self.instance_set.get(chosen)
+        names = self.instance_set.names(self.config.instance_split)
+        return self.instance_set.get(names[int(self.np_random.integers(len(names)))])
+
+    def _pick_seed(self, options: dict[str, Any] | None) -> int:
         chosen = (options or {}).get("engine_seed")
         if chosen is not None:
             if isinstance(chosen, bool) or not isinstance(chosen, (int, np.integer)) or not 0 <= chosen < SEED_LIMIT:
@@ -270,6 +321,9 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
+        self._check_options(options)
+        self.instance = self._pick_instance(options)
+        self.distiller = self._distiller_for(self.instance)
         self.engine_seed = self._pick_seed(options)
         state, features, metrics = self._start(self.engine_seed)
         self.distiller.restore(state)
@@ -281,7 +335,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         weights = self._uniform_weights()
         obs = self._observation(features, metrics, self._metric_now, weights)
         self._last = {"weights": weights, "val": dict(metrics), "reward": 0.0}
-        return obs, {"weights": weights, "val": dict(metrics), "engine_seed": self.engine_seed}
+        return obs, {"weights": weights, "val": dict(metrics), "engine_seed": self.engine_seed,
+                     "instance": self.instance_name}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._done:
@@ -315,7 +370,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
                 "loss": report.loss, "update_log": [dataclasses.asdict(r) for r in report.update_log],
                 "n_failed": report.n_failed, "restored": restored,
                 "consecutive_failures": self._failures,
-                "updates": self.distiller.updates, "step": self._step, "engine_seed": self.engine_seed}
+                "updates": self.distiller.updates, "step": self._step, "engine_seed": self.engine_seed,
+                "instance": self.instance_name}
         self._last = {**info, "reward": float(reward)}
         return obs, float(reward), terminated, truncated, info
 
