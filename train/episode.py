@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,9 +130,10 @@ def load_policy(spec: str, env: Any) -> Any:
     return load_agent(policy_path(spec), env=env, device="cpu")
 
 
-def run_episode(policy: Any, env: Any, name: str, seed: int, generate: bool = True) -> EpisodeResult:
+def run_episode(policy: Any, env: Any, name: str, seed: int, generate: bool = True,
+                options: Mapping[str, Any] | None = None) -> EpisodeResult:
     """Play one episode with deterministic actions; evaluate the final student (with generations), also on the
-    held-out ``test_*`` examples no reward or probe saw.
+    held-out ``test_*`` examples no reward or probe saw. ``options`` go to ``reset`` (e.g. an instance).
 
     Each acting step's record keeps, under ``observed``, the observation its weights were chosen from, by
     feature name: what a learned policy reacted to can then be read off a comparison's seed files."""
@@ -139,7 +141,7 @@ def run_episode(policy: Any, env: Any, name: str, seed: int, generate: bool = Tr
     names = env.unwrapped.feature_names
     if hasattr(policy, "set_random_seed"):  # SB3 models and baselines: a seeded episode is a repeatable one
         policy.set_random_seed(seed)
-    obs, info = env.reset(seed=seed)
+    obs, info = env.reset(seed=seed, options=dict(options) if options else None)
     steps: list[dict[str, Any]] = [{"step": 0, "weights": info.get("weights", {}), "reward": 0.0,
                                     "val": info.get("val", {})}]
     state: Any = None
