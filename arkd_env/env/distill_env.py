@@ -135,6 +135,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     ## Version History
     * v0: initial version. Reward normalisation moved from the env into wrappers (same id: the rewards a
       `gymnasium.make` env returns are unchanged in kind); the engine no longer touches the global torch RNG.
+      Instance sets (`instances`, `instance_split`, `reset(options={"instance": ...})`): without them nothing
+      changes; with them the observation ends with the instance's features.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium's own convention)
