@@ -56,6 +56,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import configure_logger, is_vectorized_observation
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_normalize
 
+from agents.policy_spec import zip_target
 from agents.spaces import check_spaces, space_from_json, space_to_json
 
 SelfDiscountedThompson = TypeVar("SelfDiscountedThompson", bound="DiscountedThompson")
@@ -402,12 +403,7 @@ class DiscountedThompson:
                   "action_space": space_to_json(_discrete_space(self.action_space)),
                   "counts": [float(v) for v in stats.counts], "sums": [float(v) for v in stats.sums],
                   "rng_state": self.rng.bit_generator.state}
-        if isinstance(path, str | Path):
-            path = Path(path)
-            if path.suffix == "":
-                path = path.with_suffix(".zip")
-            path.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(path, "w") as archive:
+        with zipfile.ZipFile(zip_target(path), "w") as archive:
             archive.writestr(META_FILE, json.dumps({"algo": ALGO}))
             archive.writestr(SAVE_FILE, json.dumps(record, indent=2, allow_nan=False))
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import gymnasium as gym
 
@@ -89,3 +90,18 @@ def custom_objects(spec: Any, data: Mapping[str, Any], where: str) -> dict[str, 
                              f"{spec['algo']} does not rebuild; refusing to unpickle it")
         objects[key] = getattr(fresh, key)
     return objects
+
+
+File = TypeVar("File")  # an open binary file of any kind SB3 saves accept
+
+
+def zip_target(path: str | Path | File) -> Path | File:
+    """Where a policy zip is written: a path without a suffix gets ``.zip``, as SB3's own saves do, and its
+    folder is made; an open file is written as it is."""
+    if not isinstance(path, str | Path):
+        return path
+    target = Path(path)
+    if target.suffix == "":
+        target = target.with_suffix(".zip")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target

@@ -39,6 +39,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Beta, Categorical, Distribution, Independent
 
 from agents.hparams import resolve_activation
+from agents.policy_spec import zip_target
 from agents.spaces import check_spaces, space_from_json, space_to_json
 
 SelfReinforce = TypeVar("SelfReinforce", bound="Reinforce")
@@ -341,12 +342,7 @@ class Reinforce(BaseAlgorithm):
                   "hyperparams": self._hyperparams(),
                   "observation_space": space_to_json(self.observation_space),
                   "action_space": space_to_json(self.action_space)}
-        if isinstance(path, str | Path):
-            path = Path(path)
-            if path.suffix == "":
-                path = path.with_suffix(".zip")
-            path.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(path, "w") as archive:
+        with zipfile.ZipFile(zip_target(path), "w") as archive:
             archive.writestr("arkd_agent.json", json.dumps({"algo": "reinforce"}))
             archive.writestr("hyperparams.json", json.dumps(record, indent=2))
             for name, state in (("policy.pth", self.policy.state_dict()),

@@ -3,7 +3,6 @@ the tuning runs' files, the oracle is at least the best constant on test, and a 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -11,15 +10,11 @@ from typing import Any
 
 import pytest
 import yaml
+from _benchmarks import load_benchmark
 
 
 def _bench() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "headroom_keyed.py"
-    spec = importlib.util.spec_from_file_location("headroom_keyed", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("headroom_keyed")
 
 
 NANO_KEYED = ["engine.data.source=keyed", "engine.data.num_examples=160", "engine.data.val_size=16",

@@ -1,20 +1,14 @@
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 from types import ModuleType
 
 import pytest
+from _benchmarks import load_benchmark
 
 
 def _bench() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_policies.py"
-    spec = importlib.util.spec_from_file_location("bench_policies", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_policies")
 
 
 def test_each_agent_trains_once_per_seed_its_own_seeds_winning_over_the_default() -> None:
