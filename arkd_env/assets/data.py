@@ -549,6 +549,12 @@ def tokenize_records(
         examples, stats = _tokenize_text(records, tokenizer, cfg)
     else:
         examples, stats = _tokenize_instructions(records, tokenizer, cfg)
+    log_truncation(stats, cfg)
+    return examples, stats
+
+
+def log_truncation(stats: TruncationStats, cfg: DataConfig) -> None:
+    """Say how many examples were skipped for a long prompt (a warning) and how many were cut (info)."""
     if stats.skipped_long_prompt:
         logger.warning("%d of %d prompts exceed data.max_prompt_length=%d tokens and were skipped "
                        "(first record indices: %s)", stats.skipped_long_prompt, stats.total,
@@ -556,7 +562,6 @@ def tokenize_records(
     if stats.truncated:
         logger.info("%d of %d sequences were truncated to data.max_length=%d tokens",
                     stats.truncated, stats.total, cfg.max_length)
-    return examples, stats
 
 
 def _require(record: Mapping[str, str], key: str, index: int) -> str:
