@@ -45,6 +45,8 @@ def check(condition: bool, key: str, value: Any, requirement: str) -> None:
 SEED_LIMIT = 2**32  # numpy's legacy seeding (which Stable-Baselines3 uses) takes seeds below 2**32
 MAX_EXAMPLES = 10_000_000  # a bound on generated or loaded rows, so a typo cannot hang a run for days
 MAX_CONFIG_BYTES = 16 * 2**20
+# data.format: ARKD's own two, then TRL's row formats (arkd_env/assets/formats.py).
+DATA_FORMATS = ("instruction", "text", "auto", "messages", "prompt_completion")
 
 
 def check_seeds(key: str, seeds: int | list[int]) -> None:
@@ -146,8 +148,9 @@ class DataConfig:
         "JSON/JSONL/CSV/Parquet/text file, or a hub data set name.",
         default="synthetic",
     )
-    format: str = help_field("'instruction' (prompt/response pairs) or 'text' (plain language-model data).",
-                        default="instruction")
+    format: str = help_field("'instruction' (prompt/response columns), 'text' (plain language-model data), "
+                             "TRL's 'messages' (chats; the loss on assistant turns) or 'prompt_completion', or "
+                             "'auto' (each row's own of those three row formats).", default="instruction")
     instruction_field: str = help_field("Column holding the instruction.", default="instruction")
     context_field: str = help_field("Optional column holding extra input; missing or empty means none.",
                                     default="context")
@@ -168,7 +171,7 @@ class DataConfig:
     keyed: KeyedConfig = help_field("The keyed benchmark tasks, for source='keyed'.", default_factory=KeyedConfig)
 
     def __post_init__(self) -> None:
-        check(self.format in ("instruction", "text"), "data.format", self.format, "must be instruction or text")
+        check(self.format in DATA_FORMATS, "data.format", self.format, f"must be one of {', '.join(DATA_FORMATS)}")
         check(self.val_split in ("random", "first"), "data.val_split", self.val_split, "must be random or first")
         check(self.prompt_template in ("alpaca", "compact"), "data.prompt_template", self.prompt_template,
                "must be alpaca or compact")

@@ -7,6 +7,10 @@ are distinct from ``<|im_end|>``, so <bos>/<eos> placement shows), and a byte-le
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,21 +22,19 @@ from arkd_env.assets.data import (
     PROMPT_TEMPLATES,
     TokenizedExample,
     TruncationStats,
+    build_datasets,
     collate,
     format_prompt,
     tokenize_records,
 )
-from arkd_env.assets.formats import MaskedExample, collate_masked, row_format, target_mask, tokenize_row
+from arkd_env.assets.formats import row_format, target_mask, tokenize_row
 from arkd_env.assets.tokenizer import build_synthetic_tokenizer
-from arkd_env.config import ConfigError, DataConfig
+from arkd_env.config import ConfigError, DataConfig, load_preset
+from arkd_env.engine import Distiller
+from tests._local_models import CHATML, chat_tokenizer, gpt2_folder
+from tests._local_models import CHATML_SPECIALS as SPECIALS
 
 SOURCE = "data.jsonl"
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-SPECIALS = ["<|im_start|>", "<|im_end|>"]
-
 SYSTEM = {"role": "system", "content": "You are terse."}
 USER1 = {"role": "user", "content": "Hello there, how are you?"}
 BOT1 = {"role": "assistant", "content": "fine, thanks!"}
@@ -43,17 +45,14 @@ TEXTS = [m["content"] for m in TWO_TURNS] + ["system user assistant Sort. 3 1 1 
 
 
 def _cfg(**kw: Any) -> DataConfig:
-    return DataConfig(source=SOURCE, num_examples=0, val_size=1, **kw)
+    return DataConfig(source=SOURCE, num_examples=0, val_size=1, **{"format": "auto", **kw})
 
 
 @pytest.fixture(scope="module")
 def words() -> PreTrainedTokenizerFast:
     """Word-level, <bos>/<eos> of its own; knows the Alpaca template's words for the equivalence tests."""
     templates = [t.format(instruction="", input="") for p in PROMPT_TEMPLATES.values() for t in p.values()]
-    tok = build_synthetic_tokenizer([*templates, *TEXTS])
-    tok.add_special_tokens({"additional_special_tokens": SPECIALS})
-    tok.chat_template = CHATML
-    return tok
+    return chat_tokenizer([*templates, *TEXTS])
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +94,7 @@ def _same(a: TokenizedExample | None, b: TokenizedExample | None) -> None:
         assert a.input_ids == b.input_ids
         assert a.prompt_length == b.prompt_length
         assert target_mask(a) == target_mask(b)
-        assert collate([a], 0)["loss_mask"].tolist() == collate_masked([b], 0)["loss_mask"].tolist()
+        assert collate([a], 0)["loss_mask"].tolist() == collate([b], 0)["loss_mask"].tolist()
 
 
 # ----------------------------------------------------------------------------------- detection
@@ -128,7 +127,7 @@ def test_row_format_uses_the_configured_instruction_fields() -> None:
 
 def test_two_turn_mask_covers_exactly_the_assistant_turns(bpe: Any) -> None:
     example = _one({"messages": TWO_TURNS}, bpe)
-    assert isinstance(example, MaskedExample)
+    assert example is not None and example.target_mask is not None
     # Content and end-of-turn token of each assistant turn; no role header, no user/system text, and not the
     # newline the template writes after <|im_end|> (generation stops at <|im_end|>, this tokenizer's eos).
     assert [bpe.decode(run) for run in _runs(example)] == ["fine, thanks!<|im_end|>", "yes I do.<|im_end|>"]
@@ -151,7 +150,7 @@ def test_chat_template_is_applied(bpe: Any, words: Any) -> None:
 
 def test_word_tokenizer_mask_and_eos(words: Any) -> None:
     example = _one({"messages": TWO_TURNS}, words)
-    assert isinstance(example, MaskedExample)
+    assert example is not None and example.target_mask is not None
     # Its <eos> is not <|im_end|>: appended after the last turn only, as data.py ends every response with it.
     assert [words.decode(run) for run in _runs(example)] == ["fine , thanks ! <|im_end|>",
                                                             "yes I do . <|im_end|> <eos>"]
@@ -159,17 +158,18 @@ def test_word_tokenizer_mask_and_eos(words: Any) -> None:
     assert example.input_ids.count(words.bos_token_id) == 1
 
 
-def test_collate_masked_scores_only_assistant_tokens(words: Any) -> None:
+def test_collate_scores_only_assistant_tokens(words: Any) -> None:
     example = _one({"messages": TWO_TURNS}, words)
-    assert isinstance(example, MaskedExample)
-    batch = collate_masked([example], words.pad_token_id)
+    assert example is not None and example.target_mask is not None
+    batch = collate([example], words.pad_token_id)
     ids, mask = batch["input_ids"][0], batch["loss_mask"][0]
     wanted = [t - 1 for t, target in enumerate(example.target_mask) if target]
     assert mask.nonzero().flatten().tolist() == wanted
     assert batch["labels"][0, mask].tolist() == [example.input_ids[t + 1] for t in wanted]
     assert ids.tolist() == example.input_ids
-    # The plain collate would also score the second user turn: that is why MaskedExample exists.
-    assert collate([example], words.pad_token_id)["loss_mask"][0].sum() > mask.sum()
+    # Without its mask, everything after the prompt would be scored, the second user turn included.
+    unmasked = dataclasses.replace(example, target_mask=None)
+    assert collate([unmasked], words.pad_token_id)["loss_mask"][0].sum() > mask.sum()
 
 
 def test_bos_written_by_the_template_is_not_doubled(words: Any) -> None:
@@ -185,7 +185,7 @@ def test_bos_written_by_the_template_is_not_doubled(words: Any) -> None:
 
 def test_conversational_prompt_trains_only_the_completion(bpe: Any) -> None:
     example = _one({"prompt": TWO_TURNS[:4], "completion": [BOT2]}, bpe)
-    assert example is not None and not isinstance(example, MaskedExample)
+    assert example is not None and example.target_mask is None
     assert [bpe.decode(run) for run in _runs(example)] == ["yes I do.<|im_end|>"]
     prompt = bpe.apply_chat_template(TWO_TURNS[:4], tokenize=False, add_generation_prompt=True)
     assert bpe.decode(example.input_ids[: example.prompt_length]) == prompt
@@ -328,3 +328,72 @@ def test_template_errors_become_one_line() -> None:
         _one({"messages": TWO_TURNS}, tok)
     message = str(caught.value)
     assert "\n" not in message and "no system role" in message and message.startswith(f"{SOURCE}: row 1:")
+
+
+# ----------------------------------------------------------------------------------- data.format
+
+
+MIXED_ROWS = [
+    {"messages": TWO_TURNS},
+    {"prompt": "Say hi.", "completion": "hi"},
+    {"prompt": [SYSTEM, USER1], "completion": [BOT1]},
+    {"instruction": "Sort.", "context": "3 1", "response": "1 3"},
+] * 3
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_build_datasets_reads_every_row_in_its_own_format(tmp_path: Path, words: Any) -> None:
+    path = _write_jsonl(tmp_path / "mixed.jsonl", MIXED_ROWS)
+    cfg = DataConfig(source=str(path), format="auto", num_examples=0, val_size=4, val_split="first")
+    bundle = build_datasets(cfg, words)
+    assert len(bundle.train) + len(bundle.val) == len(MIXED_ROWS)
+    for example in [*bundle.val, *bundle.train]:
+        row = MIXED_ROWS[example.record_index]
+        expected = tokenize_row(row, row_format(row, example.record_index, str(path), cfg), words, cfg,
+                                example.record_index, str(path))
+        _same(example, expected)
+    # Only the two-turn chat needs a per-token mask; the engine's batches then skip its second user turn.
+    assert [e.target_mask is not None for e in bundle.val] == [True, False, False, False]
+    batch = collate(bundle.val, words.pad_token_id)
+    chat = bundle.val[0]
+    assert int(batch["loss_mask"][0].sum()) == sum(target_mask(chat)) < len(chat.input_ids) - chat.prompt_length
+    # The reference each answer is scored against is the first thing the model must say.
+    assert [r["reference"] for r in bundle.val_records] == ["fine, thanks!", "hi", "fine, thanks!", "1 3"]
+    assert bundle.val_records[3]["instruction"] == "Sort."
+
+
+def test_a_required_format_names_the_row_that_lacks_it(tmp_path: Path, words: Any) -> None:
+    path = _write_jsonl(tmp_path / "mixed.jsonl", MIXED_ROWS)
+    cfg = DataConfig(source=str(path), format="messages", num_examples=0, val_size=1)
+    with pytest.raises(ConfigError, match=r"mixed\.jsonl: row 2: field 'messages': missing$"):
+        build_datasets(cfg, words)
+
+
+def test_instruction_format_on_a_chat_file_points_to_auto(tmp_path: Path, words: Any) -> None:
+    path = _write_jsonl(tmp_path / "chats.jsonl", [{"messages": [USER1, BOT1]}] * 3)
+    with pytest.raises(ValueError, match=r"chats\.jsonl: missing column 'instruction' .*data\.format=auto"):
+        build_datasets(DataConfig(source=str(path), num_examples=0, val_size=1), words)
+
+
+def test_distiller_trains_on_a_chat_file(tmp_path: Path, words: Any) -> None:
+    chats = [{"messages": [SYSTEM, {"role": "user", "content": f"Say w{i}."},
+                           {"role": "assistant", "content": f"w{i} w{i}."}]} for i in range(24)]
+    path = _write_jsonl(tmp_path / "chats.jsonl", chats)
+    tok = chat_tokenizer([*TEXTS, *(m["content"] for c in chats for m in c["messages"])])
+    teacher = gpt2_folder(tmp_path / "teacher", tok, layers=2, width=32)
+    student = gpt2_folder(tmp_path / "student", tok, layers=1, width=16)
+    cfg = load_preset("gpt2-dolly", [f"engine.teacher.name_or_path={teacher}",
+                                     f"engine.student.name_or_path={student}", f"engine.data.source={path}",
+                                     "engine.data.format=messages", "engine.data.val_size=4",
+                                     "engine.data.val_split=random", "engine.eval_size=4", "engine.batch_size=4",
+                                     "engine.rouge_size=0"]).engine
+    distiller = Distiller.from_config(cfg)
+    assert distiller.data.format == "messages" and len(distiller.data.val) == 4
+    before = distiller.evaluate()["val_fkl"]
+    report = distiller.train_steps({"fkl": 1.0}, 3)
+    assert report.n_failed == 0 and math.isfinite(report.loss)
+    assert distiller.evaluate()["val_fkl"] < before

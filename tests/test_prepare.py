@@ -11,25 +11,18 @@ from arkd_env.assets.build import prepare
 from arkd_env.assets.tokenizer import build_synthetic_tokenizer
 from arkd_env.config import load_preset
 from arkd_env.engine import Distiller
+from tests._local_models import gpt2_folder
 
 ROWS = [{"instruction": f"Say the word number {i}.", "context": "" if i % 2 else f"The word is w{i}.",
          "response": f"w{i} is the word.", "category": "open_qa"} for i in range(48)]
-
-
-def _gpt2_folder(path: Path, tokenizer: object, layers: int, width: int) -> str:
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=width, n_layer=layers, n_head=2, n_positions=128,  # type: ignore[arg-type]
-                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)  # type: ignore[attr-defined]
-    GPT2LMHeadModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)  # type: ignore[attr-defined]
-    return str(path)
 
 
 def _dolly_preset(tmp_path: Path, student_tokenizer: object | None = None) -> list[str]:
     data = tmp_path / "dolly.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n")
     tokenizer = build_synthetic_tokenizer([" ".join(r.values()) for r in ROWS] + ["Below is an instruction"])
-    teacher = _gpt2_folder(tmp_path / "teacher", tokenizer, layers=2, width=32)
-    student = _gpt2_folder(tmp_path / "student", student_tokenizer or tokenizer, layers=1, width=16)
+    teacher = gpt2_folder(tmp_path / "teacher", tokenizer, layers=2, width=32)
+    student = gpt2_folder(tmp_path / "student", student_tokenizer or tokenizer, layers=1, width=16)
     return [f"engine.teacher.name_or_path={teacher}", f"engine.student.name_or_path={student}",
             f"engine.data.source={data}", "engine.data.val_size=8", "engine.eval_size=8", "engine.batch_size=4",
             "engine.rouge_size=0"]

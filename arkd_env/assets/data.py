@@ -55,6 +55,9 @@ PROMPT_TEMPLATES: dict[str, dict[str, str]] = {"alpaca": PROMPT_TEMPLATE, "compa
 
 BUILTIN_SOURCES = ("synthetic", "keyed", "chitchat", "chatterbot")
 IGNORE_INDEX = -100
+# data.format values whose rows arkd_env/assets/formats.py tokenizes one by one: TRL's conversational
+# ("messages"), its prompt/completion, or whichever of those or ARKD's instruction rows each row holds ("auto").
+ROW_FORMATS: tuple[str, ...] = ("auto", "messages", "prompt_completion")
 
 
 def format_prompt(instruction: str, context: str = "", template: Mapping[str, str] | str = "alpaca") -> str:
@@ -81,11 +84,13 @@ def _template_name(cfg: DataConfig) -> str:
 # Loading records
 
 
-def load_records(source: str | None, cfg: DataConfig) -> list[dict[str, str]]:
+def load_records(source: str | None, cfg: DataConfig) -> list[dict[str, Any]]:
     """Records of ``source`` (``cfg.source`` when None), capped at ``cfg.num_examples`` (0 = all).
 
     ``source`` is 'synthetic', 'keyed', 'chitchat', 'chatterbot', a local .json/.jsonl/.csv/.parquet/.txt file,
-    or a hub data set name (its 'train' split). Errors name the file, the line or row and the field.
+    or a hub data set name (its 'train' split). Errors name the file, the line or row and the field. With a
+    TRL row format (``data.format`` in :data:`ROW_FORMATS`) a file's rows come back as they are, for
+    arkd_env/assets/formats.py to check and tokenize one by one.
     """
     source = cfg.source if source is None else source
     if source == "synthetic":
@@ -252,7 +257,7 @@ def _quiet_datasets() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
-def _dataset_records(source: str, cfg: DataConfig) -> list[dict[str, str]]:
+def _dataset_records(source: str, cfg: DataConfig) -> list[dict[str, Any]]:
     import datasets
 
     if is_local(source):
@@ -291,7 +296,7 @@ def _dataset_records(source: str, cfg: DataConfig) -> list[dict[str, str]]:
 
 def _json_rows_to_records(
     rows: list[dict[str, Any]], cfg: DataConfig, where: str, row_names: list[str] | None
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     columns = list(dict.fromkeys(key for row in rows for key in row))
     if cfg.num_examples:
         rows = rows[: cfg.num_examples]
@@ -445,10 +450,12 @@ def _rows_to_records(
     cfg: DataConfig,
     where: str,
     row_names: list[str] | None,
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     def label(i: int) -> str:
         return row_names[i] if row_names is not None and i < len(row_names) else f"row {i + 1}"
 
+    if cfg.format in ROW_FORMATS:
+        return [dict(row) for row in rows]
     if cfg.format == "text":
         required, key_names = [cfg.text_field], ["text_field"]
     else:
@@ -456,8 +463,10 @@ def _rows_to_records(
         key_names = ["instruction_field", "response_field"]
     for column, key in zip(required, key_names, strict=True):
         if column not in columns:
+            trl = [name for name in ("messages", "prompt") if name in columns]
+            hint = f", or data.format=auto to read its {trl[0]!r} rows" if trl else ""
             raise ValueError(f"{where}: missing column {column!r} (found: {', '.join(columns) or 'none'}); "
-                             f"set data.{key}")
+                             f"set data.{key}{hint}")
     records: list[dict[str, str]] = []
     for i, row in enumerate(rows):
         for column in required:
@@ -481,11 +490,17 @@ def _rows_to_records(
 
 @dataclass
 class TokenizedExample:
-    """``input_ids`` = [<bos>] + prompt + response + <eos>; ``record_index`` points into the records."""
+    """``input_ids`` = [<bos>] + prompt + response + <eos>; ``record_index`` points into the records.
+
+    ``target_mask`` is None when every token after the prompt is a loss target. A chat with several assistant
+    turns (arkd_env/assets/formats.py) has user turns between its targets, so it carries one flag per token;
+    ``prompt_length`` is then its first target, which is where generation starts.
+    """
 
     input_ids: list[int]
     prompt_length: int
     record_index: int = -1
+    target_mask: list[bool] | None = None
 
 
 @dataclass
@@ -660,8 +675,9 @@ def _ids(example: TokenizedExample | Sequence[int]) -> list[int]:
 def collate(examples: Sequence[TokenizedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-padded training batch: input_ids, attention_mask, labels, loss_mask [B, L], prompt_lengths [B].
 
-    ``labels[:, t]`` is ``input_ids[:, t + 1]`` where that token is a response token (incl. <eos>) and -100
-    elsewhere (prompt, padding, the last position); ``loss_mask = labels != -100``.
+    ``labels[:, t]`` is ``input_ids[:, t + 1]`` where that token is a response token (incl. <eos>), or a
+    target of an example's ``target_mask``, and -100 elsewhere (prompt, padding, the last position, the user
+    turns of a multi-turn chat); ``loss_mask = labels != -100``.
     """
     if not examples:
         raise ValueError("collate: empty batch")
@@ -678,6 +694,10 @@ def collate(examples: Sequence[TokenizedExample], pad_token_id: int) -> dict[str
         first_target = max(example.prompt_length, 1)  # token 0 is never predicted
         if first_target < n:
             labels[row, first_target - 1 : n - 1] = ids[first_target:]
+        if example.target_mask is not None:
+            # labels[t - 1] scores token t, so a token that is not a target must score nothing.
+            off = [t - 1 for t, target in enumerate(example.target_mask) if t >= 1 and not target]
+            labels[row, off] = IGNORE_INDEX
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
@@ -738,7 +758,12 @@ def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
     records = load_records(None, data_cfg)
     if not records:
         raise ValueError(f"data source {data_cfg.source!r}: empty data set (no records)")
-    examples, stats = tokenize_records(records, tokenizer, data_cfg)
+    if data_cfg.format in ROW_FORMATS:
+        from arkd_env.assets import formats
+
+        examples, stats = formats.tokenize_rows(records, tokenizer, data_cfg, data_cfg.source)
+    else:
+        examples, stats = tokenize_records(records, tokenizer, data_cfg)
     if not examples:
         raise ValueError(f"data source {data_cfg.source!r}: no usable example out of {stats.total} "
                          f"(prompts over data.max_prompt_length={data_cfg.max_prompt_length}: "
@@ -750,5 +775,8 @@ def build_datasets(cfg: Any, tokenizer: Any) -> DataBundle:
         train, val = split_first(examples, data_cfg.val_size)
     else:
         train, val = split_train_val(examples, data_cfg.val_size, data_cfg.split_seed)
-    val_records = [_val_record(records[e.record_index], data_cfg) for e in val]
+    if data_cfg.format in ROW_FORMATS:
+        val_records = [formats.describe_row(records[e.record_index], e, tokenizer, data_cfg) for e in val]
+    else:
+        val_records = [_val_record(records[e.record_index], data_cfg) for e in val]
     return DataBundle(train, val, val_records, stats, data_cfg.source, data_cfg.format)

@@ -33,22 +33,21 @@ Each span is encoded separately and the ids concatenated, as :mod:`arkd_env.asse
 response separately, so the generation prompt is encoded exactly as it is at evaluation time.
 
 A conversation with more than one assistant turn has user turns between its loss targets, which
-``TokenizedExample.prompt_length`` alone cannot express: such a conversation becomes a :class:`MaskedExample`
-carrying a per-token ``target_mask``, and its batches must come from :func:`collate_masked` (the plain
-:func:`~arkd_env.assets.data.collate` would train on the later user turns). Every other row gives a plain
-``TokenizedExample`` with all tokens after the prompt as targets, which the existing code handles unchanged.
+``TokenizedExample.prompt_length`` alone cannot express: its example carries a per-token ``target_mask``,
+which :func:`~arkd_env.assets.data.collate` honours. Every other row gives an example without one, all
+tokens after the prompt being targets.
+
+``data.format=auto`` detects each row's format; ``messages`` or ``prompt_completion`` require it of every
+row. :func:`~arkd_env.assets.data.build_datasets` reads rows through this module for those three settings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from arkd_env.assets import data
-from arkd_env.assets.data import IGNORE_INDEX, TokenizedExample, TruncationStats, bos_prefix, log_truncation
+from arkd_env.assets.data import TokenizedExample, TruncationStats, bos_prefix, log_truncation
 from arkd_env.config import ConfigError, DataConfig
 
 MESSAGES, PROMPT_COMPLETION, INSTRUCTION = "messages", "prompt_completion", "instruction"
@@ -61,17 +60,6 @@ _OTHER_FORMATS: dict[str, str] = {
     "chosen": "preference rows (chosen/rejected) are not supported",
 }
 _MAX_SHOWN = 40  # characters of a value quoted in an error message
-
-
-@dataclass
-class MaskedExample(TokenizedExample):
-    """A :class:`TokenizedExample` whose loss targets are not one run after the prompt (multi-turn chats).
-
-    ``target_mask[t]`` says whether token ``t`` is a loss target (predicted from the tokens before it);
-    ``prompt_length`` is the index of the first target, so prompt-only code (generation) still works.
-    """
-
-    target_mask: list[bool] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,6 +140,35 @@ def check_row(row: Mapping[str, Any], fmt: str, index: int, source: str, cfg: Da
         raise ConfigError(f"row format {fmt!r}: must be one of {', '.join(FORMATS)}")
 
 
+def format_of(row: Mapping[str, Any], index: int, source: str, cfg: DataConfig) -> str:
+    """The format ``row`` is read in: detected when ``cfg.format`` is 'auto', else ``cfg.format``, which the
+    row must then hold (a one-line error naming the row and the missing field otherwise)."""
+    if cfg.format == "auto":
+        return row_format(row, index, source, cfg)
+    check_row(row, cfg.format, index, source, cfg)
+    return cfg.format
+
+
+def reference_text(row: Mapping[str, Any], fmt: str, cfg: DataConfig | None = None) -> str:
+    """What the model should answer to the row's prompt: the first target turn, or the response."""
+    if fmt == INSTRUCTION:
+        return str(row[_instruction_keys(cfg)[1]])
+    if fmt == PROMPT_COMPLETION:
+        completion = row["completion"]
+        return completion if isinstance(completion, str) else str(completion[0]["content"])
+    return next(str(m["content"]) for m in row["messages"] if m["role"] == "assistant")
+
+
+def describe_row(row: Mapping[str, Any], example: TokenizedExample, tokenizer: Any, cfg: DataConfig) -> dict[str, Any]:
+    """The validation record of a row (:class:`~arkd_env.assets.data.DataBundle`): its string fields, the
+    prompt the student is given as text, and the reference its answer is scored against (ROUGE-L)."""
+    fmt = format_of(row, example.record_index, cfg.source, cfg)
+    described: dict[str, Any] = {k: v for k, v in row.items() if isinstance(v, str)}
+    described.update(prompt=tokenizer.decode(example.input_ids[: example.prompt_length]),
+                     reference=reference_text(row, fmt, cfg))
+    return described
+
+
 def _check_messages(value: Any, where: str, index: int, source: str) -> list[Mapping[str, Any]]:
     if value is None:
         raise _fail(source, index, where, "missing")
@@ -215,7 +232,7 @@ def tokenize_row(
     ``cfg.max_prompt_length`` tokens (skipped). Sequences over ``cfg.max_length`` are cut, losing ``<eos>``.
 
     Skips and cuts are counted in ``stats`` as :func:`~arkd_env.assets.data.tokenize_records` counts them;
-    ``record_index`` is ``index``. Multi-turn conversations give a :class:`MaskedExample`.
+    ``record_index`` is ``index``. Multi-turn conversations give an example with a ``target_mask``.
     """
     check_row(row, fmt, index, source, cfg)
     stats = TruncationStats() if stats is None else stats
@@ -243,11 +260,12 @@ def tokenize_row(
 def tokenize_rows(
     rows: Sequence[Mapping[str, Any]], tokenizer: Any, cfg: DataConfig, source: str
 ) -> tuple[list[TokenizedExample], TruncationStats]:
-    """Detect and tokenize every row, logging skips and cuts as :func:`data.tokenize_records` does."""
+    """Tokenize every row in its format (:func:`format_of`), logging skips and cuts as
+    :func:`data.tokenize_records` does."""
     stats = TruncationStats()
     examples: list[TokenizedExample] = []
     for index, row in enumerate(rows):
-        example = tokenize_row(row, row_format(row, index, source, cfg), tokenizer, cfg, index, source, stats)
+        example = tokenize_row(row, format_of(row, index, source, cfg), tokenizer, cfg, index, source, stats)
         if example is not None:
             examples.append(example)
     log_truncation(stats, cfg)
@@ -317,7 +335,7 @@ def _assemble(
         stats.truncated += 1
     if all(mask[prompt_length:]):
         return TokenizedExample(ids, prompt_length, index)
-    return MaskedExample(ids, prompt_length, index, mask)
+    return TokenizedExample(ids, prompt_length, index, mask)
 
 
 def _tokenizer_name(tokenizer: Any) -> str:
@@ -377,26 +395,13 @@ def _spans(
 
 
 # ---------------------------------------------------------------------------------------------
-# Batching
+# Loss targets
 
 
 def target_mask(example: TokenizedExample) -> list[bool]:
-    """Per token, whether it is a loss target: a :class:`MaskedExample`'s own mask, else every token after
+    """Per token, whether it is a loss target: the example's own ``target_mask``, else every token after
     the prompt (token 0 never, as :func:`data.collate` has nothing to predict it from)."""
-    if isinstance(example, MaskedExample):
+    if example.target_mask is not None:
         return list(example.target_mask)
     first = max(example.prompt_length, 1)
     return [t >= first for t in range(len(example.input_ids))]
-
-
-def collate_masked(examples: Sequence[TokenizedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """:func:`data.collate`, with the labels of the non-target tokens of :class:`MaskedExample` s set to -100."""
-    batch = data.collate(examples, pad_token_id)
-    labels = batch["labels"]
-    for row, example in enumerate(examples):
-        if isinstance(example, MaskedExample):
-            # labels[t - 1] scores token t; a token that is not a target must score nothing.
-            off = [t - 1 for t, target in enumerate(example.target_mask) if t >= 1 and not target]
-            labels[row, off] = IGNORE_INDEX
-    batch["loss_mask"] = labels != IGNORE_INDEX
-    return batch
