@@ -14,6 +14,8 @@ import pytest
 from _cli_helpers import TINY, TINY_PPO, arkd, one_error_line
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from arkd_env.config import read_yaml
+from tests._local_models import chat_tokenizer, gpt2_folder
 from train.cli import main
 from train.runs import sanitize
 
@@ -189,3 +191,22 @@ def test_arkds_own_warnings_survive_the_silenced_libraries() -> None:
         warnings.warn("a library's", DeprecationWarning, stacklevel=1)
         warnings.warn("env 0 replaced", ActorRestartWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["env 0 replaced"]
+
+
+def test_distill_own_teacher_student_and_chat_data_from_nano(tmp_path: Path) -> None:
+    chats = [{"messages": [{"role": "user", "content": f"Say w{i}."},
+                           {"role": "assistant", "content": f"w{i} w{i}."}]} for i in range(24)]
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in chats))
+    tok = chat_tokenizer([m["content"] for c in chats for m in c["messages"]])
+    teacher = gpt2_folder(tmp_path / "teacher", tok, layers=2, width=32)
+    student = gpt2_folder(tmp_path / "student", tok, layers=1, width=16)
+    out = tmp_path / "out"
+    code = main(["distill", "--policy", "fkl", *TINY, "--teacher", teacher, "--student", student, "--data",
+                 str(data), "--set", "engine.data.val_size=4", "--set", "engine.eval_size=4", "--out", str(out)])
+    assert code == 0
+    saved = read_yaml(out / "config.yaml")
+    assert saved["engine"]["teacher"]["name_or_path"] == teacher and saved["engine"]["data"]["format"] == "auto"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert math.isfinite(metrics["metrics"]["val_fkl"])
+    assert (out / "student" / "config.json").is_file()

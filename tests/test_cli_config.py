@@ -6,8 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from arkd_env.config import ConfigError, read_yaml
-from train.config import AgentConfig, RunConfig, RunOptions, build, load_run_config, parse_overrides, replace
+from arkd_env.config import ConfigError, DataConfig, ModelConfig, read_yaml
+from train.config import (
+    AgentConfig,
+    RunConfig,
+    RunOptions,
+    build,
+    load_run_config,
+    own_sources,
+    parse_overrides,
+    replace,
+)
 
 
 def test_preset_sections_are_read() -> None:
@@ -89,3 +98,25 @@ def test_config_list_prints_every_key_with_its_value_and_help(capsys: pytest.Cap
     keys = [line.split(" = ")[0] for line in out.splitlines() if not line.startswith(" ")]
     assert keys == [key for key, _, _ in rows] and len(keys) > 80
     assert all(text.strip() for _, _, text in rows), [key for key, _, text in rows if not text.strip()]
+
+
+@pytest.mark.parametrize("preset", ["nano", "embedded", "keyed", "gpt2-dolly"])
+def test_own_sources_replace_whole_sections_from_any_preset(preset: str) -> None:
+    sources = own_sources("my/teacher", "my/student", "chats.jsonl")
+    cfg = load_run_config(preset, None, ["engine.data.val_size=8", "engine.student.dtype=bfloat16"], sources)
+    assert cfg.engine.teacher == ModelConfig(name_or_path="my/teacher")
+    assert cfg.engine.student == ModelConfig(name_or_path="my/student", dtype="bfloat16")  # --set refines it
+    assert cfg.engine.tokenizer is None  # the teacher's own
+    assert cfg.engine.data == DataConfig(source="chats.jsonl", format="auto", val_size=8)
+    assert cfg.engine.test_size == 0  # the preset's test split was sized for its own data
+    # Without the shortcuts the same keys set through --set clash with a preset's random architecture.
+    if preset in ("nano", "embedded", "keyed"):
+        with pytest.raises(ConfigError, match="give only one of"):
+            load_run_config(preset, None, ["engine.teacher.name_or_path=my/teacher"])
+
+
+def test_own_sources_leave_what_was_not_given() -> None:
+    cfg = load_run_config("nano", None, None, own_sources(student="my/student"))
+    preset = load_run_config("nano")
+    assert cfg.engine.teacher == preset.engine.teacher and cfg.engine.data == preset.engine.data
+    assert cfg.engine.tokenizer == preset.engine.tokenizer == "synthetic"

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 from arkd_env import ARKDWarning
 from arkd_env.config import ConfigError, apply_overrides, check_seeds, deep_merge, parse_overrides, read_yaml
 from arkd_env.progress import say
-from train.config import SECTIONS, RunConfig, build, load_run_config, replace
+from train.config import SECTIONS, RunConfig, build, load_run_config, own_sources, replace
 from train.errors import Interrupted, UserError
 from train.runs import removed_on_error
 
@@ -44,6 +44,12 @@ def _common(parser: argparse.ArgumentParser, output: bool = True) -> None:
     parser.add_argument("--config", default=None, metavar="FILE", help="YAML file merged over the preset")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set engine.lr=1e-3 (repeatable)")
+    parser.add_argument("--teacher", default=None, metavar="MODEL", help="teacher: a hub name or local folder, "
+                        "replacing the preset's engine.teacher (its tokenizer is used)")
+    parser.add_argument("--student", default=None, metavar="MODEL", help="student: a hub name or local folder, "
+                        "replacing the preset's engine.student")
+    parser.add_argument("--data", default=None, metavar="SOURCE", help="data: a local file or hub data set of "
+                        "messages, prompt/completion or instruction rows, replacing the preset's engine.data")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     if output:
@@ -137,8 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------- config
+def _own_sources(args: argparse.Namespace) -> dict[str, Any]:
+    return own_sources(args.teacher, args.student, args.data)
+
+
 def _config(args: argparse.Namespace, **sections: dict[str, Any]) -> RunConfig:
-    cfg = load_run_config(args.preset, args.config, args.overrides)
+    cfg = load_run_config(args.preset, args.config, args.overrides, _own_sources(args))
     changes = {k: {f: v for f, v in values.items() if v is not None} for k, values in sections.items()}
     if getattr(args, "output_dir", None) is not None:
         changes.setdefault("run", {})["output_dir"] = args.output_dir
@@ -231,8 +241,8 @@ def _train_config(args: argparse.Namespace) -> tuple[RunConfig, Path | None]:
     values = {**saved.to_dict(), "preset": args.preset or saved.preset}
     if args.config is not None:
         values = deep_merge(values, read_yaml(args.config))
-    if args.overrides:
-        values = apply_overrides(values, parse_overrides(args.overrides, ("preset", *SECTIONS)))
+    values = apply_overrides(values, {**_own_sources(args),
+                                      **parse_overrides(args.overrides, ("preset", *SECTIONS))})
     given = {section: {k: v for k, v in flags.items() if v is not None}
              for section, flags in (("agent", agent), ("run", run))}
     requested = replace(build(values, "command line"), **{k: v for k, v in given.items() if v})

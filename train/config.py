@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,14 +155,34 @@ def build(values: dict[str, Any], source: str) -> RunConfig:
     return from_dict(RunConfig, values, source)
 
 
+def own_sources(teacher: str | None = None, student: str | None = None, data: str | None = None) -> dict[str, Any]:
+    """The overrides of ``--teacher``, ``--student`` and ``--data``: each replaces the preset's whole section,
+    so they work from any preset (a preset's random ``arch`` or warm start cannot clash with a given model).
+
+    A given teacher brings its own tokenizer (``engine.tokenizer`` null); given data is read with
+    ``data.format=auto`` (TRL's messages or prompt/completion rows, or instruction rows) and the data defaults,
+    with no held-out test split (``engine.test_size`` 0: a preset sizes its test split for its own data; set
+    ``engine.test_size`` and ``engine.data.val_size`` to hold one out of yours).
+    """
+    values: dict[str, Any] = {}
+    if teacher is not None:
+        values.update({"engine.teacher": {"name_or_path": teacher}, "engine.tokenizer": None})
+    if student is not None:
+        values["engine.student"] = {"name_or_path": student}
+    if data is not None:
+        values.update({"engine.data": {"source": data, "format": "auto"}, "engine.test_size": 0})
+    return values
+
+
 def load_run_config(preset: str | None = None, config_file: str | Path | None = None,
-                    overrides: list[str] | None = None) -> RunConfig:
-    """Preset file <- ``config_file`` <- ``overrides``; each layer is validated on its own.
+                    overrides: list[str] | None = None, sources: Mapping[str, Any] | None = None) -> RunConfig:
+    """Preset file <- ``config_file`` <- ``sources`` (:func:`own_sources`) <- ``overrides``; each layer is
+    validated on its own.
 
     ``preset`` None takes the ``preset`` named in ``config_file``, else the embedded default.
     """
     file_values = read_yaml(config_file) if config_file is not None else {}
-    set_values = parse_overrides(overrides or [], ("preset", *SECTIONS))
+    set_values = {**(sources or {}), **parse_overrides(overrides or [], ("preset", *SECTIONS))}
     name = preset or set_values.pop("preset", None) or file_values.get("preset") or DEFAULT_PRESET
     set_values.pop("preset", None)
     if not isinstance(name, str):
