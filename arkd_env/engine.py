@@ -31,10 +31,10 @@ from arkd_env.assets.build import Assets, load_assets
 from arkd_env.assets.data import TokenizedExample, collate, collate_prompts, pad_token_id
 from arkd_env.config import ConfigError, EngineConfig
 from arkd_env.eval.answers import AnswerSet, answer_scores, as_metrics
+from arkd_env.observation import FEATURE_ROWS, batch_features
 
 STATE_VERSION = 2  # 2: the engine keeps only its own RNG, never the global ones
 CHUNKED_ROWS = 1024  # default chunk of the chunked path, whose [N, V] student logits exist anyway
-FEATURE_ROWS = 256  # token positions used for the observation features; enough for stable means, cheap
 EVAL_COMPONENTS = ("fkl", "rkl", "jsd", "ce")
 MU_COMPONENTS = ("akl", "fkl_head", "fkl_tail", "rkl_head", "rkl_tail")
 
@@ -382,14 +382,12 @@ class Distiller:
             batch = self._to_device(collate(self.data.train[: self.cfg.batch_size], self.pad_id))
         was_training = self.student.training
         self.student.eval()
-        with torch.no_grad():
-            student = self._rows(self.student, self._student_head, batch).first(FEATURE_ROWS).as_logits().float()
-            teacher = self._teacher_rows(batch).first(FEATURE_ROWS).as_logits().float()
-            labels = batch["labels"][batch["loss_mask"]][:FEATURE_ROWS]
-            stats = losses.distribution_stats(student, teacher, temperature=self.cfg.temperature, mu=self.cfg.akl_mu)
-            ce = torch.nn.functional.cross_entropy(student, labels) if labels.numel() else torch.zeros(())
+        with torch.no_grad():  # the rows are cut before the logits are formed, so a fused head never forms them all
+            student = self._rows(self.student, self._student_head, batch).first(FEATURE_ROWS).as_logits()
+            teacher = self._teacher_rows(batch).first(FEATURE_ROWS).as_logits()
         self.student.train(was_training)
-        return {**{k: float(v) for k, v in stats.items()}, "student_ce": float(ce.item())}
+        return batch_features(student, teacher, labels=batch["labels"][batch["loss_mask"]],
+                              temperature=self.cfg.temperature, akl_mu=self.cfg.akl_mu)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, generate: bool = False, held_out: bool = False) -> dict[str, float]:

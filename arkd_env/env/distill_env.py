@@ -17,27 +17,8 @@ from arkd_env.env.actions import ActionCodec
 from arkd_env.eval.direction import as_loss
 from arkd_env.instances import FEATURE_NAMES as INSTANCE_FEATURES
 from arkd_env.instances import Instance, InstanceSet, instance_set_from
+from arkd_env.observation import DEFAULT_FEATURES, PROBE_FEATURES, build_observation, check_features, observation_space
 
-# name -> (lower bound, upper bound); the scaling applied to each raw value is in `_scaled`.
-FEATURES: dict[str, tuple[float, float]] = {
-    "progress": (0.0, 1.0),
-    "fkl": (0.0, 10.0),
-    "rkl": (0.0, 10.0),
-    "akl_head_ratio": (0.0, 1.0),
-    "akl_tail_ratio": (0.0, 1.0),
-    "teacher_entropy": (0.0, 1.0),
-    "student_entropy": (0.0, 1.0),
-    "top1_agreement": (0.0, 1.0),
-    "student_ce": (0.0, 10.0),
-    "grad_norm": (0.0, 10.0),
-    "val_metric": (0.0, 10.0),
-    "val_delta": (-1.0, 1.0),
-    "probe_gap": (-1.0, 1.0),
-    "probe_gain": (-1.0, 1.0),
-}
-# Lookahead features: each step they run 2 × probe_updates extra updates (then undone), so only on request.
-PROBE_FEATURES = ("probe_gap", "probe_gain")
-DEFAULT_FEATURES = [f for f in FEATURES if f not in PROBE_FEATURES]
 REWARD_METRICS = {"val_divergence": "val_divergence", "val_ce": "val_ce", "rouge": "rouge_l", "score": "val_score",
                   "sparse": "val_divergence", "relative": "val_divergence"}
 
@@ -66,7 +47,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     `ValueError`; finite actions outside [-1, 1] are clipped.
 
     ## Observation Space
-    `Box(float32)` of the features named in `features` (all but the `probe_*` ones by default), in this order:
+    `Box(float32)` of the features named in `features` (all but the `probe_*` ones by default), in this order,
+    built by `arkd_env.observation.build_observation` (which a training loop outside the env can call too):
 
     | name | meaning | scaling | range |
     |------|---------|---------|-------|
@@ -165,17 +147,12 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
                                  self.config.simplex_temperature)
         self.component_names = self.codec.component_names
         self.feature_names = list(self.config.features or DEFAULT_FEATURES) + [f"w_{c}" for c in self.component_names]
-        unknown = [f for f in self.feature_names if f not in FEATURES and not f.startswith("w_")]
+        check_features(self.feature_names)
         if self.instance_set is not None:  # after the check: these names are the instance's, not options
             self.feature_names += [f"instance_{name}" for name in INSTANCE_FEATURES]
-        if unknown:
-            raise ValueError(f"features: unknown feature {unknown[0]!r} (known: {', '.join(FEATURES)})")
         self.reward_metric = REWARD_METRICS[self.config.reward]
         self.action_space = self.codec.space
-        low = np.array([FEATURES.get(f, (0.0, 1.0))[0] for f in self.feature_names], dtype=np.float32)
-        high = np.array([FEATURES.get(f, (0.0, 1.0))[1] for f in self.feature_names], dtype=np.float32)
-        self.observation_space: spaces.Box = spaces.Box(low, high, dtype=np.float32)
-        self._log_vocab = math.log(max(2, self.distiller.vocab_size))
+        self.observation_space: spaces.Box = observation_space(self.feature_names)
         # (instance, engine seed) -> (state, features, validation metrics) an episode there starts from
         self._starts: dict[tuple[str | None, int], tuple[dict[str, Any], dict[str, float], dict[str, float]]] = {}
         self._start(self.engine_config.seed, self.distiller.snapshot())
@@ -256,24 +233,11 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     def _observation(self, features: Mapping[str, float], metrics: Mapping[str, float], previous: float,
                      weights: Mapping[str, float]) -> np.ndarray:
         current = self._metric(metrics)
-        raw: dict[str, float] = {
-            **self._probes(current),
-            **{k: math.log1p(max(0.0, features.get(k, 0.0))) for k in ("fkl", "rkl", "student_ce", "grad_norm")},
-            "akl_head_ratio": features.get("akl_head_ratio", 0.0),
-            "akl_tail_ratio": features.get("akl_tail_ratio", 0.0),
-            "teacher_entropy": features.get("teacher_entropy", 0.0) / self._log_vocab,
-            "student_entropy": features.get("student_entropy", 0.0) / self._log_vocab,
-            "top1_agreement": features.get("top1_agreement", 0.0),
-            "progress": self._step / self.config.horizon,
-            "val_metric": math.log1p(abs(current)),
-            "val_delta": (previous - current) / max(abs(previous), 1e-8),
-            **{f"w_{k}": v for k, v in weights.items()},
-            **({} if self.instance is None else
-               {f"instance_{n}": v for n, v in zip(INSTANCE_FEATURES, self.instance.features(), strict=True)}),
-        }
-        values = np.array([raw.get(f, 0.0) for f in self.feature_names], dtype=np.float64)
-        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-        return np.clip(values, self.observation_space.low, self.observation_space.high).astype(np.float32)
+        instance = ({} if self.instance is None else
+                    {f"instance_{n}": v for n, v in zip(INSTANCE_FEATURES, self.instance.features(), strict=True)})
+        return build_observation(self.feature_names, features, val_metric=current, previous_val_metric=previous,
+                                 progress=self._step / self.config.horizon, weights=weights,
+                                 vocab_size=self.distiller.vocab_size, extra={**self._probes(current), **instance})
 
     def _start(self, seed: int, state: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, float],
                                                                             dict[str, float]]:
