@@ -56,6 +56,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
 from stable_baselines3.common.utils import configure_logger, is_vectorized_observation
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_normalize
 
+from agents.policy_record import META_FILE, meta_entry
 from agents.policy_spec import zip_target
 from agents.spaces import check_spaces, space_from_json, space_to_json
 
@@ -63,7 +64,6 @@ SelfDiscountedThompson = TypeVar("SelfDiscountedThompson", bound="DiscountedThom
 
 ALGO = "agents.bandit:DiscountedThompson"  # how agents.registry.load_agent finds this class in a saved file
 SAVE_FILE = "bandit.json"
-META_FILE = "arkd_agent.json"  # agents.registry.META_FILE, written here so a plain save() loads by load_agent
 FORMAT_VERSION = 1
 HYPERPARAMS = ("gamma", "prior_mean", "prior_std", "reward_std", "seed", "verbose", "tensorboard_log")
 _SB3_LOAD_ARGS = ("device", "custom_objects", "print_system_info")  # accepted by load, meaningless here
@@ -296,6 +296,15 @@ class DiscountedThompson:
         actions = self._to_actions(arms)
         return (np.asarray(actions[0]) if batch is None else actions), state
 
+    def observe(self, action: Any, reward: Any) -> None:
+        """Learn from the reward(s) of the action(s) taken at one step, outside ``learn``: the online mode of a
+        training loop that steps itself (``train.hf.WeightingCallback``)."""
+        assert self.action_space is not None
+        arms = np.asarray(action, dtype=np.int64).reshape(-1) - int(self.action_space.start)
+        self.stats = discount_update(self._require_stats(), arms, np.asarray(reward, dtype=np.float64).reshape(-1),
+                                     self.gamma)
+        self._n_updates += 1
+
     def _batch_size(self, observation: Any) -> int | None:
         """Rows of a batched observation, or None for a single one."""
         if self.observation_space is None:
@@ -358,8 +367,7 @@ class DiscountedThompson:
         new_obs, rewards, dones, infos = env.step(actions)
         self.num_timesteps += env.num_envs
         # Update before the callback, so a checkpoint taken at step N holds step N's reward (and resumes from it).
-        self.stats = discount_update(self._require_stats(), arms, rewards, self.gamma)
-        self._n_updates += 1
+        self.observe(actions, rewards)
         means, _ = self.posterior()
         for arm, reward in zip(arms, np.asarray(rewards).reshape(-1), strict=True):
             self.logger.record_mean("bandit/chosen_arm", int(arm))
@@ -404,7 +412,7 @@ class DiscountedThompson:
                   "counts": [float(v) for v in stats.counts], "sums": [float(v) for v in stats.sums],
                   "rng_state": self.rng.bit_generator.state}
         with zipfile.ZipFile(zip_target(path), "w") as archive:
-            archive.writestr(META_FILE, json.dumps({"algo": ALGO}))
+            archive.writestr(META_FILE, meta_entry(ALGO, self))
             archive.writestr(SAVE_FILE, json.dumps(record, indent=2, allow_nan=False))
 
     @classmethod

@@ -27,8 +27,9 @@ class RemoteEnv:
         self.feature_names: list[str] = list(self._get("feature_names"))
         self.component_names: list[str] = list(self._get("component_names"))
         self.action_mode: str = str(self._get("action_mode"))
-        # Optional members (LookaheadEnv) are copied only where the remote env has them.
-        for name in ("updates_per_step", "reward_metric"):
+        # Optional members (LookaheadEnv's, and the ones a policy record keeps) are copied only where the remote
+        # env has them.
+        for name in ("updates_per_step", "reward_metric", "alpha_grid", "simplex_temperature", "preset"):
             if venv.has_attr(name):
                 setattr(self, name, self._get(name))
 

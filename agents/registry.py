@@ -12,6 +12,7 @@ import importlib
 import inspect
 import json
 import sys
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,12 +21,14 @@ from typing import Any
 
 from gymnasium import spaces
 
-from agents import policy_spec
+from agents import policy_record, policy_spec
 from agents.baselines import BASELINE_NAMES, BaselinePolicy, is_baseline_spec, make_baseline
+from agents.env_access import protocol_envs
 from agents.hparams import load_hyperparams, resolve_activation, resolve_objects
 from agents.spaces import check_spaces
+from arkd_env import ARKDWarning
 
-META_FILE = "arkd_agent.json"
+META_FILE = policy_record.META_FILE
 CONTRIB_HINT = 'pip install "arkd[contrib]"'
 REQUIRED_METHODS = ("learn", "predict", "save")
 
@@ -230,7 +233,8 @@ def agent_target(model: Any) -> str:
 
 def save_agent(model: Any, path: str | Path) -> Path:
     """``model.save(path)`` plus a JSON record of its algorithm and, for an agent :func:`make_agent` built,
-    the spec that lets :func:`load_agent` rebuild it without unpickling anything (:mod:`agents.policy_spec`)."""
+    the spec that lets :func:`load_agent` rebuild it without unpickling anything (:mod:`agents.policy_spec`),
+    and, when the model has an env, the record of what it observes (:mod:`agents.policy_record`)."""
     model.save(str(path))
     saved = _zip_path(path)
     if not zipfile.is_zipfile(saved):
@@ -238,12 +242,10 @@ def save_agent(model: Any, path: str | Path) -> Path:
     with zipfile.ZipFile(saved) as archive:
         if META_FILE in archive.namelist():
             return saved
-    record: dict[str, Any] = {"algo": agent_target(model)}
     spec = policy_spec.spec_of(model)
-    if spec is not None:
-        record["spec"] = spec
     with zipfile.ZipFile(saved, "a") as archive:
-        archive.writestr(META_FILE, json.dumps(record))
+        archive.writestr(META_FILE, policy_record.meta_entry(agent_target(model), model,
+                                                             **({} if spec is None else {"spec": spec})))
     return saved
 
 
@@ -277,7 +279,9 @@ def _record(path: Path) -> dict[str, Any]:
     if data is not None and not isinstance(data, Mapping):
         raise ValueError(f"{path}: its 'data' entry must be a mapping of fields")
     kind = meta["algo"] if meta is not None else (_guess_sb3_algo(data) if data is not None else None)
-    return {"kind": kind, "spec": (meta or {}).get("spec"), "data": data}
+    observes = (meta or {}).get(policy_record.RECORD_KEY)
+    return {"kind": kind, "spec": (meta or {}).get("spec"), "data": data,
+            "observes": None if observes is None else policy_record.check_record(observes, str(path))}
 
 
 def load_agent(name_or_path: str | Path, env: Any = None, algo: str | None = None,
@@ -322,6 +326,8 @@ def load_agent(name_or_path: str | Path, env: Any = None, algo: str | None = Non
     model = _read(cls, path, env if kind == "baseline" else None, device, objects)
     if env is None or kind == "baseline":
         return _remembered(model, record)
+    if zipfile.is_zipfile(path):  # a user's own format has no place for the record
+        check_observes(record.get("observes"), env, str(path))
     # Check with our message first, then reload bound to env (SB3's set_env would refuse an env
     # with another number of sub-envs than the policy was trained with).
     try:
@@ -329,6 +335,26 @@ def load_agent(name_or_path: str | Path, env: Any = None, algo: str | None = Non
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
     return _remembered(_read(cls, path, env, device, objects), record)
+
+
+def read_observes(path: str | Path) -> dict[str, Any] | None:
+    """The record of what the policy saved at ``path`` observes, or None when it was saved without one."""
+    return _record(_zip_path(path)).get("observes")
+
+
+def check_observes(observes: Mapping[str, Any] | None, env: Any, where: str) -> None:
+    """Refuse, in one line, an env that a policy with record ``observes`` would misread; warn without a record."""
+    try:
+        target = protocol_envs(env)[0]
+    except ValueError:  # a plain Gymnasium env names no features: there is nothing to compare
+        return
+    if observes is None:
+        warnings.warn(f"{where}: saved without a record of the features and actions it was trained with (an "
+                      "older ARKD); only the spaces' shapes can be checked", ARKDWarning, stacklevel=3)
+        return
+    problem = policy_record.mismatch(observes, policy_record.describe(target))
+    if problem is not None:
+        raise ValueError(f"{where}: {problem}")
 
 
 def _replacements(path: Path, record: Mapping[str, Any], allow_pickle: bool) -> dict[str, Any] | None:

@@ -39,6 +39,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Beta, Categorical, Distribution, Independent
 
 from agents.hparams import resolve_activation
+from agents.policy_record import META_FILE, meta_entry
 from agents.policy_spec import zip_target
 from agents.spaces import check_spaces, space_from_json, space_to_json
 
@@ -343,7 +344,7 @@ class Reinforce(BaseAlgorithm):
                   "observation_space": space_to_json(self.observation_space),
                   "action_space": space_to_json(self.action_space)}
         with zipfile.ZipFile(zip_target(path), "w") as archive:
-            archive.writestr("arkd_agent.json", json.dumps({"algo": "reinforce"}))
+            archive.writestr(META_FILE, meta_entry("reinforce", self))
             archive.writestr("hyperparams.json", json.dumps(record, indent=2))
             for name, state in (("policy.pth", self.policy.state_dict()),
                                 ("optimizer.pth", self.policy.optimizer.state_dict())):

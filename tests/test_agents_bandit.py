@@ -93,6 +93,15 @@ def test_discounted_statistics_and_posterior_by_hand() -> None:
     np.testing.assert_allclose(std, [1 / math.sqrt(0.5625), 1 / math.sqrt(0.375), 2.0], rtol=1e-12)
 
 
+def test_observe_outside_learn_is_the_discounted_update() -> None:
+    agent, _ = toy(0, gamma=0.5)
+    agent.observe(np.int64(0), 2.0)
+    agent.observe(1, -1.0)
+    np.testing.assert_allclose(agent.stats.counts, [0.5, 1.0, 0.0], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(agent.stats.sums, [1.0, -1.0, 0.0], rtol=0, atol=1e-15)
+    assert agent.predict(np.zeros(1), deterministic=True)[0] == 0  # arm 0's posterior mean is now the highest
+
+
 def test_one_step_of_several_slots_discounts_once() -> None:
     stats = discount_update(empty_stats(2), [1], [3.0], gamma=0.9)
     both = discount_update(stats, [0, 1], [1.0, 5.0], gamma=0.9)

@@ -97,7 +97,8 @@ def test_distill_evaluate_and_space_mismatch(run_dir: Path, tmp_path: Path, caps
     code = main(["distill", "--policy", str(bare), *TINY, "--set", "env.action_mode=head_tail",
                  "--out", str(tmp_path / "x")])
     assert code == 2
-    assert "space mismatch" in one_error_line(capsys.readouterr().err)
+    assert "action_mode: the policy was trained with 'mix', this one has 'head_tail'" in one_error_line(
+        capsys.readouterr().err)
     # From its run folder the same --set is replaced by the policy's own setting, said so, and recorded.
     code = main(["distill", "--policy", str(run_dir), *TINY, "--set", "env.action_mode=head_tail",
                  "--out", str(tmp_path / "y")])

@@ -185,6 +185,15 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         return None if self.instance is None else self.instance.name
 
     @property
+    def alpha_grid(self) -> list[float]:
+        """The FKL weights α that the ``grid`` action mode's actions index."""
+        return list(self.codec.alpha_grid)
+
+    @property
+    def simplex_temperature(self) -> float:
+        return self.codec.simplex_temperature
+
+    @property
     def updates_per_step(self) -> int:
         return self.config.updates_per_step
 
