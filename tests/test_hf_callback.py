@@ -60,6 +60,8 @@ def test_greedy_and_non_policies_are_refused() -> None:
         WeightingCallback("greedy")
     with pytest.raises(ValueError, match="give a baseline spec, the path of a saved policy"):
         WeightingCallback(42)
+    with pytest.raises(ValueError, match=r"no saved policy at 'runs/none/policy\.zip' and not a baseline name"):
+        WeightingCallback("runs/none/policy.zip")
     with pytest.raises(ValueError, match="every=0"):
         WeightingCallback("fkl", every=0)
 

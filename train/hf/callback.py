@@ -119,7 +119,8 @@ class WeightingCallback(TrainerCallback):
                           overrides.get("simplex_components", ("fkl", "rkl")))
             return make_baseline(policy, target), target
         if isinstance(policy, str | Path):
-            record = read_observes(policy)
+            # A missing file is left to load_agent, whose error also lists the baseline names.
+            record = read_observes(policy) if Path(policy).is_file() else None
             given = features is not None or action_mode is not None or alpha_grid is not None
             target = host(action_mode or "mix") if given or record is None else PolicyHost.from_record(record)
             return load_agent(policy, env=target, device="cpu"), target
