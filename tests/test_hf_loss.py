@@ -81,6 +81,9 @@ def test_the_logged_loss_is_mixed_divergence_on_the_batch(tmp_path: Path, fused:
     assert [entry["loss"] for entry in logged] == pytest.approx(expected.expected, rel=1e-4)
     assert expected.expected[-1] < expected.expected[0]  # the student learned
     assert all(entry["arkd/w_fkl"] == 0.25 and entry["arkd/alpha"] == 0.25 for entry in logged)
+    # The logged component means make up the logged loss.
+    assert [0.25 * e["arkd/fkl"] + 0.75 * e["arkd/rkl"] for e in logged] == pytest.approx([e["loss"] for e in logged],
+                                                                                         rel=1e-5)
 
 
 def test_evaluation_loss_is_the_symmetric_divergence(tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ class DistillationMixin:
         self.arkd_batch_features: dict[str, float] = {}  # the last batch's, when a callback asked for them
         self.arkd_want_features = False
         self.arkd_observation: dict[str, float] = {}  # the callback's last observation, by feature
-        self._arkd_sums: dict[str, float] = {}
+        self._arkd_sums: dict[str, Tensor] = {}  # kept on the device: read once per log, not once per step
         self._arkd_count = 0
         self._heads = self._fused_heads(trainer.model, fused)
         for callback in trainer.callback_handler.callbacks:
@@ -139,7 +139,7 @@ class DistillationMixin:
                 self._record_features(outputs.logits, teacher_logits, labels)
         if model.training:
             for name, value in parts.items():
-                self._arkd_sums[name] = self._arkd_sums.get(name, 0.0) + float(value)
+                self._arkd_sums[name] = self._arkd_sums[name] + value if name in self._arkd_sums else value
             self._arkd_count += 1
         return (loss, outputs) if return_outputs else loss
 
@@ -185,7 +185,8 @@ class DistillationMixin:
         if {"fkl", "rkl"} <= set(self.arkd_weights):
             total = self.arkd_weights["fkl"] + self.arkd_weights["rkl"]
             values["arkd/alpha"] = self.arkd_weights["fkl"] / total if total > 0 else 0.5
-        values.update({f"arkd/{name}": value / max(1, self._arkd_count) for name, value in self._arkd_sums.items()})
+        values.update({f"arkd/{name}": float(value) / max(1, self._arkd_count)
+                       for name, value in self._arkd_sums.items()})
         values.update({f"arkd/obs/{name}": value for name, value in self.arkd_observation.items()})
         self._arkd_sums, self._arkd_count = {}, 0
         return values
