@@ -141,12 +141,9 @@ def check_row(row: Mapping[str, Any], fmt: str, index: int, source: str, cfg: Da
 
 
 def format_of(row: Mapping[str, Any], index: int, source: str, cfg: DataConfig) -> str:
-    """The format ``row`` is read in: detected when ``cfg.format`` is 'auto', else ``cfg.format``, which the
-    row must then hold (a one-line error naming the row and the missing field otherwise)."""
-    if cfg.format == "auto":
-        return row_format(row, index, source, cfg)
-    check_row(row, cfg.format, index, source, cfg)
-    return cfg.format
+    """The format ``row`` is read in: detected when ``cfg.format`` is 'auto', else ``cfg.format`` (which
+    :func:`tokenize_row` checks the row against)."""
+    return row_format(row, index, source, cfg) if cfg.format == "auto" else cfg.format
 
 
 def reference_text(row: Mapping[str, Any], fmt: str, cfg: DataConfig | None = None) -> str:

@@ -41,12 +41,15 @@ class PolicyHost(gym.Env[np.ndarray, Any]):
     policy observes and how its actions become weights, so that baselines and saved agents act on a Trainer's
     numbers. It cannot be stepped."""
 
-    def __init__(self, features: Sequence[str], action_mode: str = "mix", alpha_grid: Sequence[float] = DEFAULT_GRID,
-                 simplex_components: Sequence[str] = ("fkl", "rkl"), simplex_temperature: float = 1.0) -> None:
+    def __init__(self, features: Sequence[str] | None = None, action_mode: str = "mix",
+                 alpha_grid: Sequence[float] = DEFAULT_GRID, simplex_components: Sequence[str] = ("fkl", "rkl"),
+                 simplex_temperature: float = 1.0) -> None:
         self.codec = ActionCodec(action_mode, alpha_grid, simplex_components, simplex_temperature)
         self.action_mode = action_mode
         self.component_names = self.codec.component_names
-        self.feature_names = list(features)
+        # None: the env's default observation, the default features and then the weight of each component
+        self.feature_names = (list(features) if features is not None
+                              else [*DEFAULT_FEATURES, *(f"w_{c}" for c in self.component_names)])
         self.alpha_grid = list(self.codec.alpha_grid)
         self.simplex_temperature = float(simplex_temperature)
         self.observation_space = observation_space(self.feature_names)
@@ -69,10 +72,6 @@ class PolicyHost(gym.Env[np.ndarray, Any]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
         raise NotImplementedError("PolicyHost describes a policy's inputs and outputs; a Trainer does the steps")
-
-
-def _default_features(action_mode: str, components: Sequence[str]) -> list[str]:
-    return [*DEFAULT_FEATURES, *(f"w_{c}" for c in ActionCodec(action_mode, DEFAULT_GRID, components).component_names)]
 
 
 class WeightingCallback(TrainerCallback):
@@ -107,8 +106,7 @@ class WeightingCallback(TrainerCallback):
     def _resolve(policy: Any, features: Sequence[str] | None, action_mode: str | None,
                  alpha_grid: Sequence[float] | None) -> tuple[Any, PolicyHost]:
         def host(mode: str, components: Sequence[str] = ("fkl", "rkl")) -> PolicyHost:
-            return PolicyHost(features or _default_features(mode, components), mode, alpha_grid or DEFAULT_GRID,
-                              components)
+            return PolicyHost(features, mode, alpha_grid or DEFAULT_GRID, components)
 
         if isinstance(policy, str) and is_baseline_spec(policy):
             if policy.strip().lower().startswith("greedy"):
