@@ -129,6 +129,9 @@ class Distiller:
         self._test_teacher: list[_Rows] = []
         self._answers = self._answer_set()
         self.updates = 0
+        # Every optimizer update this engine ran, those undone by a restore (probes, lookaheads) included: a
+        # run's cost in student updates. Not part of the training state, so restore() leaves it alone.
+        self.spent_updates = 0
         self._epoch = 0
         self._cursor = 0
         self._order = self._permutation(0)
@@ -355,6 +358,7 @@ class Distiller:
                     self.optimizer.step()
                 self.scheduler.step()
                 self.updates += 1
+                self.spent_updates += 1
                 applied.append((self.updates, update_loss, lr))
                 loss_total += update_loss
                 grad_norms += grad_norm.detach()
