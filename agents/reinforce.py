@@ -148,14 +148,23 @@ class _Episode:
     rewards: list[float] = field(default_factory=list)
 
 
-def discounted_returns(rewards: list[float], gamma: float) -> list[float]:
-    """G_t = r_t + γ G_{t+1}: the return of each step, aligned index by index with ``rewards``."""
-    out = [0.0] * len(rewards)
+def discounted_returns(rewards: list[float], gamma: float, block: int = 1) -> list[float]:
+    """The return credited to each step, aligned index by index with ``rewards``.
+
+    ``block`` 1: G_t = r_t + γ G_{t+1}. ``block`` k > 1 is for a reward that arrives once per k steps (the
+    prototype's ROUGE every k steps): the steps are cut into blocks of k from the first, each block's rewards
+    are summed into one reward R_j, the blocks get the returns G_j = R_j + γ G_{j+1}, and every step of block
+    j is credited with G_j: the reward at the end of a block credits the k actions that led to it.
+    """
+    if block < 1:
+        raise ValueError(f"block={block}: must be >= 1")
+    sums = [float(sum(rewards[i:i + block])) for i in range(0, len(rewards), block)]
     running = 0.0
-    for t in reversed(range(len(rewards))):
-        running = float(rewards[t]) + gamma * running
-        out[t] = running
-    return out
+    per_block = [0.0] * len(sums)
+    for j in reversed(range(len(sums))):
+        running = sums[j] + gamma * running
+        per_block[j] = running
+    return [per_block[t // block] for t in range(len(rewards))]
 
 
 def _encode(value: Any) -> Any:
@@ -186,7 +195,12 @@ def _decode(value: Any) -> Any:
 class Reinforce(BaseAlgorithm):
     """Monte-Carlo policy gradient with normalised discounted returns and an entropy bonus.
 
-    :param n_episodes_per_update: whole episodes collected (over all VecEnv slots) per update
+    :param n_episodes_per_update: whole episodes (or segments, below) collected over all VecEnv slots per update
+    :param n_steps_per_update: 0 learns from whole episodes; n > 0 cuts each episode into segments of n steps
+        and learns from each as soon as it is complete, inside the episode (an online run, where the one
+        episode is the whole distillation). Returns then stop at a segment's end: the rewards after it are
+        not credited to its actions.
+    :param reward_every: steps per reward block (see :func:`discounted_returns`); 1 credits each step's own reward
     :param normalize_returns: standardise the returns of each update batch (a simple baseline)
     :param max_grad_norm: gradient clipping; None to disable
     """
@@ -196,7 +210,8 @@ class Reinforce(BaseAlgorithm):
 
     def __init__(self, policy: str | type[ReinforcePolicy] = "MlpPolicy", env: GymEnv | None = None,
                  learning_rate: float | Schedule = 1e-3, gamma: float = 0.95, ent_coef: float = 0.01,
-                 n_episodes_per_update: int = 2, normalize_returns: bool = True,
+                 n_episodes_per_update: int = 2, n_steps_per_update: int = 0, reward_every: int = 1,
+                 normalize_returns: bool = True,
                  max_grad_norm: float | None = 0.5, policy_kwargs: dict[str, Any] | None = None,
                  stats_window_size: int = 100, tensorboard_log: str | None = None, verbose: int = 0,
                  seed: int | None = None, device: th.device | str = "auto",
@@ -209,7 +224,16 @@ class Reinforce(BaseAlgorithm):
             raise ValueError(f"REINFORCE: gamma={gamma} must lie in [0, 1]")
         if n_episodes_per_update < 1:
             raise ValueError(f"REINFORCE: n_episodes_per_update={n_episodes_per_update} must be >= 1")
+        if n_steps_per_update < 0:
+            raise ValueError(f"REINFORCE: n_steps_per_update={n_steps_per_update} must be >= 0")
+        if reward_every < 1:
+            raise ValueError(f"REINFORCE: reward_every={reward_every} must be >= 1")
+        if n_steps_per_update % reward_every:
+            raise ValueError(f"REINFORCE: n_steps_per_update={n_steps_per_update} must be a multiple of "
+                             f"reward_every={reward_every}, so that no reward block is cut in two")
         self.gamma = gamma
+        self.n_steps_per_update = n_steps_per_update
+        self.reward_every = reward_every
         self.ent_coef = ent_coef
         self.n_episodes_per_update = n_episodes_per_update
         self.normalize_returns = normalize_returns
@@ -272,10 +296,10 @@ class Reinforce(BaseAlgorithm):
             episode.observations.append(obs[i].copy())
             episode.actions.append(np.asarray(actions[i]).copy())
             episode.rewards.append(float(rewards[i]))
-            if dones[i]:
+            if dones[i] or len(episode.rewards) == self.n_steps_per_update:
                 self._finished.append(episode)
                 self._open[i] = _Episode()
-                self._episode_num += 1
+                self._episode_num += int(dones[i])
         self._last_obs = new_obs  # type: ignore[assignment]
         self._last_episode_starts = dones
         return True
@@ -283,7 +307,7 @@ class Reinforce(BaseAlgorithm):
     def train(self) -> None:
         """One gradient step on the finished episodes, then forget them."""
         episodes, self._finished = self._finished, []
-        per_episode = [discounted_returns(e.rewards, self.gamma) for e in episodes]
+        per_episode = [discounted_returns(e.rewards, self.gamma, self.reward_every) for e in episodes]
         returns = np.concatenate(per_episode).astype(np.float32)
         obs = np.stack([o for e in episodes for o in e.observations])
         actions = np.stack([a for e in episodes for a in e.actions])
@@ -311,6 +335,26 @@ class Reinforce(BaseAlgorithm):
         self.logger.record("train/n_episodes", len(episodes))
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
+    def pending_steps(self) -> dict[str, Any]:
+        """The steps collected since the last update (JSON data): the segment in progress in each VecEnv slot and
+        those awaiting the update. A checkpoint inside a segment saves them, so a resumed run updates on the
+        same steps as one never stopped (:meth:`save` keeps only what the updates have learned)."""
+        def plain(episode: _Episode) -> dict[str, Any]:
+            return {"observations": [np.asarray(o).tolist() for o in episode.observations],
+                    "actions": [np.asarray(a).tolist() for a in episode.actions], "rewards": list(episode.rewards)}
+
+        return {"open": [plain(e) for e in self._open], "finished": [plain(e) for e in self._finished]}
+
+    def load_pending_steps(self, state: dict[str, Any]) -> None:
+        """Put back the steps of :meth:`pending_steps`; the next ``learn(..., reset_num_timesteps=False)`` goes on
+        with them."""
+        def episode(data: dict[str, Any]) -> _Episode:
+            return _Episode([np.asarray(o, dtype=np.float32) for o in data["observations"]],
+                            [np.asarray(a) for a in data["actions"]], [float(r) for r in data["rewards"]])
+
+        self._open = [episode(e) for e in state["open"]]
+        self._finished = [episode(e) for e in state["finished"]]
+
     def dump_logs(self) -> None:
         elapsed = max((time.time_ns() - self.start_time) / 1e9, 1e-9)
         fps = int((self.num_timesteps - self._num_timesteps_at_start) / elapsed)
@@ -329,6 +373,7 @@ class Reinforce(BaseAlgorithm):
             self._current_progress_remaining)  # a schedule is saved as its current value
         return {"learning_rate": float(lr), "gamma": self.gamma, "ent_coef": self.ent_coef,
                 "n_episodes_per_update": self.n_episodes_per_update,
+                "n_steps_per_update": self.n_steps_per_update, "reward_every": self.reward_every,
                 "normalize_returns": self.normalize_returns,
                 "max_grad_norm": self.max_grad_norm, "policy_kwargs": _encode(self.policy_kwargs),
                 "seed": self.seed, "verbose": self.verbose, "stats_window_size": self._stats_window_size}

@@ -6,6 +6,9 @@ action_to_weights/weights_to_action, updates_per_step, reward_metric, probe) and
 with arithmetic instead of a model, so its best weighting is known by hand: each update changes val_fkl by
 (α - target)² - 0.01 where α is the forward-KL weight.
 
+SwitchingArms is one long episode of Discrete(3) arms whose best arm switches halfway: an online learner must
+follow the switch within the episode.
+
 StepBandit is a 3-step bandit for REINFORCE credit assignment: the observation is the one-hot
 step index and the reward of step t depends only on the action of step t.
 """
@@ -147,3 +150,42 @@ class StepBandit(gym.Env):
             reward = 1.0 if int(action) == self.OPTIMAL[self.t] else 0.0
         self.t += 1
         return self._obs(), reward, self.t >= 3, False, {}
+
+
+# Mean reward of each arm before and after the switch: arm 0 is best, then arm 2. Arm 2 looks bad before the
+# switch and arm 0 stays fair after it, so a bandit that never forgets has little reason to try arm 2 again.
+BEFORE = (1.0, 0.0, -0.5)
+AFTER = (0.25, 0.0, 1.0)
+
+
+class SwitchingArms(gym.Env):
+    """Discrete(3) arms with Gaussian rewards whose best arm switches halfway through one long episode."""
+
+    def __init__(self, horizon: int = 400, noise: float = 0.5, start: int = 0) -> None:
+        self.horizon, self.noise, self.start = horizon, noise, start
+        self.observation_space = spaces.Box(0.0, 1.0, (1,), np.float32)
+        self.action_space = spaces.Discrete(3, start=start)
+        self.t = 0
+        self.episode = 0  # resets so far
+        self.arms: list[int] = []  # every arm played, over all episodes
+        self.rewards: list[float] = []
+        self.episodes: list[int] = []  # the episode of each step
+
+    def means(self) -> tuple[float, float, float]:
+        return BEFORE if self.t < self.horizon // 2 else AFTER
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        self.episode += 1
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        arm = int(action) - self.start
+        assert 0 <= arm < 3, action
+        reward = self.means()[arm] + self.noise * float(self.np_random.normal())
+        self.arms.append(arm)
+        self.rewards.append(reward)
+        self.episodes.append(self.episode)
+        self.t += 1
+        return np.array([self.t / self.horizon], np.float32), reward, self.t >= self.horizon, False, {}

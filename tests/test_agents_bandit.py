@@ -10,53 +10,15 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import pytest
+from _toy_env import SwitchingArms
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents.bandit import ArmStats, DiscountedThompson, Prior, discount_update, empty_stats, posterior
-
-# Mean reward of each arm before and after the switch: arm 0 is best, then arm 2. Arm 2 looks bad before the
-# switch and arm 0 stays fair after it, so a bandit that never forgets has little reason to try arm 2 again.
-BEFORE = (1.0, 0.0, -0.5)
-AFTER = (0.25, 0.0, 1.0)
-
-
-class SwitchingArms(gym.Env):
-    """Discrete(3) arms with Gaussian rewards whose best arm switches halfway through one long episode."""
-
-    def __init__(self, horizon: int = 400, noise: float = 0.5, start: int = 0) -> None:
-        self.horizon, self.noise, self.start = horizon, noise, start
-        self.observation_space = spaces.Box(0.0, 1.0, (1,), np.float32)
-        self.action_space = spaces.Discrete(3, start=start)
-        self.t = 0
-        self.episode = 0  # resets so far
-        self.arms: list[int] = []  # every arm played, over all episodes
-        self.rewards: list[float] = []
-        self.episodes: list[int] = []  # the episode of each step
-
-    def means(self) -> tuple[float, float, float]:
-        return BEFORE if self.t < self.horizon // 2 else AFTER
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        self.t = 0
-        self.episode += 1
-        return np.array([0.0], np.float32), {}
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        arm = int(action) - self.start
-        assert 0 <= arm < 3, action
-        reward = self.means()[arm] + self.noise * float(self.np_random.normal())
-        self.arms.append(arm)
-        self.rewards.append(reward)
-        self.episodes.append(self.episode)
-        self.t += 1
-        return np.array([self.t / self.horizon], np.float32), reward, self.t >= self.horizon, False, {}
 
 
 class BoxEnv(SwitchingArms):
