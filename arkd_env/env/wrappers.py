@@ -1,5 +1,8 @@
 """Reward transforms around DistillEnv, kept outside the env as Gymnasium and Stable-Baselines3 keep them.
 
+Besides normalisation, two rewards for an online run (one episode in which the agent learns):
+:class:`DetrendedReward` and the prototype's :class:`RougeCheckpointReward`.
+
 ``env.normalize_reward`` divides rewards by a running standard deviation of the discounted return. A
 ``gymnasium.make`` of ``arkd_env/Distill-v0`` applies Gymnasium's ``NormalizeReward`` per env; ``arkd train``
 applies SB3's ``VecNormalize`` to its VecEnv instead, so the statistics live in one process and are saved with
@@ -9,7 +12,7 @@ every checkpoint (:func:`normalizer_state`, :func:`restore_normalizer`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -58,3 +61,67 @@ def restore_normalizer(model: Any, state: Mapping[str, Any]) -> None:
     venv.ret_rms.mean = np.float64(state["mean"])
     venv.ret_rms.var = np.float64(state["var"])
     venv.ret_rms.count = float(state["count"])
+
+
+class DetrendedReward(gym.RewardWrapper[Any, Any]):
+    """Each reward minus a running estimate of recent rewards: r'ₜ = rₜ − m̂ₜ₋₁, with m̂ the bias-corrected
+    exponential mean of the rewards before step t (decay ``decay``). The first step of an episode has no
+    estimate yet and gets 0.
+
+    Why: inside one run the validation improvement of a step is dominated by where the run is (large early,
+    tiny late), whatever the action. Subtracting what recent steps gained leaves how this step did against
+    them. It is cheap (no probe updates) but not unbiased: on a falling trend every reward sits a little below
+    the mean before it. The env's ``relative`` reward measures against a probe from the same state instead,
+    at the price of one step's updates per step.
+
+    The estimate is state of a run: :meth:`state_dict` / :meth:`load_state_dict` carry it across a resume.
+    """
+
+    def __init__(self, env: gym.Env[Any, Any], decay: float = 0.9) -> None:
+        super().__init__(env)
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"DetrendedReward: decay={decay} must lie in [0, 1)")
+        self.decay = float(decay)
+        self._mean = 0.0
+        self._seen = 0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        self._mean, self._seen = 0.0, 0
+        return self.env.reset(**kwargs)
+
+    def reward(self, reward: SupportsFloat) -> float:
+        value = float(reward)
+        estimate = self._mean / (1.0 - self.decay ** self._seen) if self._seen else value
+        self._mean = self.decay * self._mean + (1.0 - self.decay) * value
+        self._seen += 1
+        return value - estimate
+
+    def state_dict(self) -> dict[str, float]:
+        return {"mean": self._mean, "seen": self._seen}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._mean, self._seen = float(state["mean"]), int(state["seen"])
+
+
+class RougeCheckpointReward(gym.Wrapper[Any, Any, Any, Any]):
+    """The reward of the ARKD authors' prototype: every ``every`` env steps (and at the episode's last step)
+    the student's validation ROUGE-L, on [0, 1], minus ``baseline``; 0 at every other step.
+
+    The ROUGE-L comes from ``rouge_size`` sampled responses to validation prompts (the ones the env's own
+    ``rouge`` reward uses, never the held-out test examples); generating them costs no student update.
+    ``info["checkpoint_rouge_l"]`` holds the score (×100, as everywhere in ARKD) at the steps that have one.
+    """
+
+    def __init__(self, env: gym.Env[Any, Any], every: int = 4, baseline: float = 0.5) -> None:
+        super().__init__(env)
+        if every < 1:
+            raise ValueError(f"RougeCheckpointReward: every={every} must be >= 1")
+        self.every = int(every)
+        self.baseline = float(baseline)
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, _, terminated, truncated, info = self.env.step(action)
+        if int(info["step"]) % self.every and not (terminated or truncated):
+            return obs, 0.0, terminated, truncated, info
+        rouge = float(self.env.unwrapped.distiller.evaluate(generate=True)["rouge_l"])  # type: ignore[attr-defined]
+        return obs, rouge / 100.0 - self.baseline, terminated, truncated, {**info, "checkpoint_rouge_l": rouge}
