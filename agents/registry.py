@@ -52,6 +52,7 @@ ALGORITHMS: dict[str, AlgoSpec] = {
     "trpo": AlgoSpec("sb3_contrib:TRPO", contrib=True),
     "reinforce": AlgoSpec("agents.reinforce:Reinforce"),
     "dqn": AlgoSpec("stable_baselines3:DQN", discrete_only=True),
+    "bandit": AlgoSpec("agents.bandit:DiscountedThompson", discrete_only=True),
     "qrdqn": AlgoSpec("sb3_contrib:QRDQN", contrib=True, discrete_only=True),
 }
 # RL Baselines3 Zoo's names for the same algorithms.

@@ -24,12 +24,15 @@ TINY_HPARAMS = {
     "ppo": TINY, "recurrent_ppo": TINY, "a2c": {"n_steps": 2}, "trpo": {"n_steps": 2, "batch_size": 2},
     "sac": TINY_OFF_POLICY, "td3": TINY_OFF_POLICY, "ddpg": TINY_OFF_POLICY, "tqc": TINY_OFF_POLICY,
     "reinforce": {"n_episodes_per_update": 1},
-    "dqn": {**TINY_OFF_POLICY, "train_freq": 1}, "qrdqn": {**TINY_OFF_POLICY, "train_freq": 1},
+    "dqn": {**TINY_OFF_POLICY, "train_freq": 1}, "qrdqn": {**TINY_OFF_POLICY, "train_freq": 1}, "bandit": {},
 }
 
 
 def parameters(agent: Any) -> dict[str, torch.Tensor]:
-    """A copy of every tensor of the agent's policy (actor, critics and their targets)."""
+    """A copy of every tensor of the agent's policy (actor, critics and their targets), or of the bandit's arms."""
+    if not hasattr(agent, "policy"):
+        stats = agent.stats
+        return {"counts": torch.tensor(stats.counts), "sums": torch.tensor(stats.sums)}
     return {k: v.detach().clone() for k, v in agent.policy.state_dict().items()}
 
 
