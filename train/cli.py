@@ -93,13 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run envs as Ray actors: local Ray, or the cluster at ADDRESS")
     p.add_argument("--gpus-per-env", type=float, default=None, help="GPUs per Ray env actor (fractions ok)")
 
-    p = _command(sub, "distill", "One full distillation run driven by a policy; saves the student as a "
-                 "Hugging Face folder plus metrics.json.",
+    p = _command(sub, "distill", "One full distillation run driven by a policy, or (--online ALGO) by an agent "
+                 "that learns the weighting during the run; saves the student as a Hugging Face folder plus "
+                 "metrics.json.",
                  "arkd distill --policy linear:1->0 --preset nano   (or fkl, rkl, akl, greedy, fixed:0.3, "
-                 "RUN_DIR/policy.zip)")
+                 "RUN_DIR/policy.zip)\n  arkd distill --online ppo --preset nano   (or sac, reinforce, prototype; "
+                 "bandit with --set env.action_mode=grid)\n  arkd distill --resume RUN_DIR   (an online run "
+                 "killed or stopped)")
     _common(p)
-    p.add_argument("--policy", required=True, help="fkl | rkl | akl | sft | greedy | cosine | fixed:A | "
+    p.add_argument("--policy", default=None, help="fkl | rkl | akl | sft | greedy | cosine | fixed:A | "
                    "linear:A->B | RUN_DIR | RUN_DIR/policy.zip")
+    p.add_argument("--online", default=None, metavar="ALGO", help="ppo | sac | reinforce | bandit | prototype: "
+                   "an agent that learns the weighting inside this one run (settings under online.*)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the online run in RUN_DIR from its latest checkpoint, with its saved config")
     p.add_argument("--seed", type=int, default=None, help="engine seed: student init and data order "
                    "(engine.seed)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: a new run folder)")
@@ -286,26 +293,81 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill_mode(args: argparse.Namespace) -> None:
+    """Exactly one of --policy, --online and --resume, each with only the flags it can honour."""
+    given = [flag for flag, value in (("--policy", args.policy), ("--online", args.online),
+                                      ("--resume", args.resume)) if value is not None]
+    if not given:
+        raise UserError("give --policy SPEC (a fixed policy or a saved agent), --online ALGO (an agent that "
+                        "learns during the run) or --resume RUN_DIR")
+    if len(given) > 1:
+        raise UserError(f"{given[0]} and {given[1]} cannot be combined: --policy plays a fixed or saved policy, "
+                        "--online learns one during the run, --resume continues an online run")
+    if args.resume is not None:
+        extra = [flag for flag, value in (("--preset", args.preset), ("--config", args.config),
+                                          ("--set", args.overrides or None), ("--seed", args.seed),
+                                          ("--out", args.out)) if value is not None]
+        if extra:
+            raise UserError(f"--resume continues {args.resume} with its saved config; {extra[0]} cannot be given")
+
+
+def _resume_online(args: argparse.Namespace) -> int:
+    from train import runs
+    from train.online import run_online
+
+    run_dir = runs.require_run_dir(args.resume)
+    info = runs.read_json(run_dir / runs.ONLINE_FILE) if (run_dir / runs.ONLINE_FILE).is_file() else None
+    if not isinstance(info, dict) or "online" not in info or "seed" not in info:
+        raise UserError(f"{run_dir}: not an online distill run (no {runs.ONLINE_FILE})")
+    cfg = load_run_config(config_file=run_dir / runs.CONFIG_FILE)
+    _quiet_libraries()
+    say(f"resuming online run {run_dir} ({info['online']}, engine seed {info['seed']}) ...")
+    result = run_online(cfg, str(info["online"]), int(info["seed"]), run_dir, resume=True)
+    return _distilled(result, run_dir)
+
+
+def _distilled(result: Any, out: Path) -> int:
+    from train import runs
+    from train.distill import STUDENT_DIR
+
+    say(_metrics_line({"episode_return": result.episode_return, **result.metrics}))
+    say(f"student: {out / STUDENT_DIR}    metrics: {out / runs.METRICS_FILE}")
+    return 0
+
+
 def cmd_distill(args: argparse.Namespace) -> int:
     from train import runs
-    from train.distill import STUDENT_DIR, distill
+    from train.distill import distill
     from train.episode import check_spec, label
 
+    _distill_mode(args)
+    if args.resume is not None:
+        return _resume_online(args)
     cfg = _config(args, engine={"seed": args.seed})
     if args.dry_run:
         return _dry_run(cfg)
-    check_spec(args.policy)
+    if args.online is not None:
+        from train.online import check_online
+
+        check_online(cfg, args.online)
+        name = f"online-{args.online.strip().lower()}"
+    else:
+        check_spec(args.policy)
+        name = f"distill-{label(args.policy)}"
     if args.out:
         runs.require_kind(Path(args.out), "distill", "--out")
         out = runs.make_out_dir(args.out)
     else:
-        out = runs.create_run_dir(cfg.run.output_dir, cfg.preset, f"distill-{label(args.policy)}", cfg.engine.seed)
+        out = runs.create_run_dir(cfg.run.output_dir, cfg.preset, name, cfg.engine.seed)
     _quiet_libraries()
+    if args.online is not None:
+        from train.online import run_online
+
+        say(f"distilling online with {args.online} on preset {cfg.preset!r}, engine seed {cfg.engine.seed} ...")
+        say(f"  checkpoints: {out / 'checkpoints'}; after a kill: arkd distill --resume {out}")
+        return _distilled(run_online(cfg, args.online, cfg.engine.seed, out), out)
     say(f"distilling with policy {args.policy} on preset {cfg.preset!r}, engine seed {cfg.engine.seed} ...")
-    result = distill(cfg, args.policy, cfg.engine.seed, out)
-    say(_metrics_line({"episode_return": result.episode_return, **result.metrics}))
-    say(f"student: {out / STUDENT_DIR}    metrics: {out / runs.METRICS_FILE}")
-    return 0
+    return _distilled(distill(cfg, args.policy, cfg.engine.seed, out), out)
 
 
 def _metrics_line(metrics: dict[str, float]) -> str:

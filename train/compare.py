@@ -419,21 +419,21 @@ def policy_scalars(results: Sequence[EpisodeResult]) -> Scalars:
     return scalars
 
 
-def _summary_writer(log_dir: Path) -> contextlib.closing[Any]:
+def summary_writer(log_dir: Path) -> contextlib.closing[Any]:
     from torch.utils.tensorboard import SummaryWriter
 
     return contextlib.closing(SummaryWriter(str(log_dir)))
 
 
 def write_policy_run(results: Sequence[EpisodeResult], log_dir: Path) -> None:
-    with _summary_writer(log_dir) as writer:
+    with summary_writer(log_dir) as writer:
         for tag, values in policy_scalars(results).items():
             for x, value in sorted(values.items()):
                 writer.add_scalar(tag, value, x)
 
 
 def write_table_text(table: Table, log_dir: Path) -> None:
-    with _summary_writer(log_dir) as writer:
+    with summary_writer(log_dir) as writer:
         writer.add_text("comparison/table", table.markdown(), 0)
 
 

@@ -37,7 +37,8 @@ from arkd_env.config import (
 
 DEFAULT_PRESET = "embedded"
 VEC_ENVS = ("auto", "dummy", "subproc", "ray")
-SECTIONS = ("engine", "env", "agent", "run", "eval_suite")
+SECTIONS = ("engine", "env", "agent", "run", "online", "eval_suite")
+ONLINE_REWARDS = ("auto", "env", "detrended", "prototype")
 
 
 @dataclass
@@ -125,6 +126,31 @@ class RunOptions:
 
 
 @dataclass
+class OnlineConfig:
+    """`arkd distill --online ALGO`: the reward the agent learns from inside the one run, and checkpoints."""
+
+    reward: str = help_field("'detrended' (the env's reward minus a running mean of recent rewards), 'env' (the "
+                             "env's reward as it is, e.g. env.reward=relative), 'prototype' (validation ROUGE-L "
+                             "on [0, 1] minus rouge_baseline every reward_every steps) or 'auto' (prototype for "
+                             "--online prototype, detrended otherwise).", default="auto")
+    detrend_decay: float = help_field("Decay of the running mean the detrended reward subtracts (memory about "
+                                      "1/(1-decay) steps).", default=0.9)
+    reward_every: int = help_field("Env steps between the prototype reward's ROUGE-L evaluations; the prototype "
+                                   "agent learns every 5 of them.", default=4)
+    rouge_baseline: float = help_field("Subtracted from the prototype reward's ROUGE-L (the authors' 0.5).",
+                                       default=0.5)
+    checkpoint_every: int = help_field("Env steps between checkpoints, rounded up to whole PPO "
+                                       "rollouts.", default=1)
+
+    def __post_init__(self) -> None:
+        check(self.reward in ONLINE_REWARDS, "online.reward", self.reward, f"must be one of {ONLINE_REWARDS}")
+        check(0.0 <= self.detrend_decay < 1.0, "online.detrend_decay", self.detrend_decay, "must lie in [0, 1)")
+        check(self.reward_every >= 1, "online.reward_every", self.reward_every, "must be >= 1")
+        check(math.isfinite(self.rouge_baseline), "online.rouge_baseline", self.rouge_baseline, "must be finite")
+        check(self.checkpoint_every >= 1, "online.checkpoint_every", self.checkpoint_every, "must be >= 1")
+
+
+@dataclass
 class RunConfig:
     """Everything one `arkd` run needs; saved as ``config.yaml`` in its run folder."""
 
@@ -134,6 +160,7 @@ class RunConfig:
     env: EnvConfig = help_field("The RL environment around it.", default_factory=EnvConfig)
     agent: AgentConfig = help_field("The learning agent.", default_factory=AgentConfig)
     run: RunOptions = help_field("Budget, seeds, checkpoints and outputs.", default_factory=RunOptions)
+    online: OnlineConfig = help_field("An online run (arkd distill --online).", default_factory=OnlineConfig)
     eval_suite: SuiteConfig = help_field("The paper-protocol evaluation suite (arkd evaluate --suite paper).",
                                          default_factory=SuiteConfig)
 

@@ -26,7 +26,8 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 POLICY_FILE = "policy.zip"
 RUN_INFO = "run.json"  # the run folder's format version
-SETUP_FILES = (CONFIG_FILE, RUN_INFO, "tb")  # what a command writes before any result
+ONLINE_FILE = "online.json"  # an online distill's algorithm and engine seed, which its resume continues with
+SETUP_FILES = (CONFIG_FILE, RUN_INFO, ONLINE_FILE, "tb")  # what a command writes before any result
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # Per open `removed_on_error` block: the output folders made in it, with the parents made for each.
 _BLOCKS: list[list[tuple[Path, list[Path]]]] = []

@@ -118,7 +118,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     * v0: initial version. Reward normalisation moved from the env into wrappers (same id: the rewards a
       `gymnasium.make` env returns are unchanged in kind); the engine no longer touches the global torch RNG.
       Instance sets (`instances`, `instance_split`, `reset(options={"instance": ...})`): without them nothing
-      changes; with them the observation ends with the instance's features.
+      changes; with them the observation ends with the instance's features. `episode_state`/`resume_episode`
+      continue an episode in another process (online runs), and `last_reward` reads the env's own reward.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium's own convention)
@@ -366,3 +367,36 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self.distiller.restore(state)
+
+    @property
+    def last_reward(self) -> float:
+        """The reward of the last step (0 before any), as the env computed it, whatever wrappers made of it."""
+        return float(self._last.get("reward", 0.0))
+
+    def episode_state(self) -> dict[str, Any]:
+        """Where the episode stands besides the engine (JSON data): with :meth:`snapshot`, what continuing this
+        episode in a new process needs (an online run resumed after a kill). The cost counter
+        ``spent_updates`` travels with it, since restoring an engine state leaves that counter alone."""
+        return {"instance": self.instance_name, "engine_seed": self.engine_seed, "step": self._step,
+                "done": self._done, "failures": self._failures, "metric_now": self._metric_now,
+                "start_metric": self._start_metric, "last": self._last,
+                "np_random": self.np_random.bit_generator.state, "spent_updates": self.distiller.spent_updates}
+
+    def resume_episode(self, episode: Mapping[str, Any], engine: Mapping[str, Any]) -> None:
+        """Continue the episode of :meth:`episode_state` ``episode`` from the engine state ``engine``, as if
+        it had never stopped; no ``reset`` is needed before the next ``step``."""
+        name = episode["instance"]
+        if name is not None and self.instance_set is None:
+            raise ValueError(f"the saved episode poses instance {name!r} but this env has no instance set")
+        self.instance = None if name is None else self.instance_set.get(name)  # type: ignore[union-attr]
+        self.distiller = self._distiller_for(self.instance)
+        self.distiller.restore(engine)
+        self.distiller.spent_updates = int(episode["spent_updates"])
+        self.engine_seed = int(episode["engine_seed"])
+        self._step, self._done = int(episode["step"]), bool(episode["done"])
+        self._failures = int(episode["failures"])
+        self._metric_now, self._start_metric = float(episode["metric_now"]), float(episode["start_metric"])
+        self._last = dict(episode["last"])
+        generator = np.random.Generator(np.random.PCG64())
+        generator.bit_generator.state = dict(episode["np_random"])
+        self.np_random = generator
