@@ -45,19 +45,32 @@ def rewards_of(env: gym.Env, n: int) -> list[float]:
 
 
 def test_detrended_reward_by_hand() -> None:
-    # decay 0.5. Step 1: no estimate yet, 0; m = 0.5. Step 2: m̂ = 0.5 / (1 − 0.5) = 1, 3 − 1 = 2; m = 1.75.
-    # Step 3: m̂ = 1.75 / (1 − 0.25) = 7/3, 2 − 7/3 = −1/3.
-    env = DetrendedReward(Scripted([1.0, 3.0, 2.0]), decay=0.5)
-    assert np.allclose(rewards_of(env, 3), [0.0, 2.0, -1 / 3])
+    # decay 0.5, trend_decay 0.5. Step 1: no forecast, 0; l = 1, b = 0. Step 2: forecast 1, 3 − 1 = 2;
+    # l = 0.5·3 + 0.5·1 = 2, b = 0.5·(2 − 1) = 0.5. Step 3: forecast 2.5, 2 − 2.5 = −0.5; l = 0.5·2 + 0.5·2.5
+    # = 2.25, b = 0.5·0.25 + 0.5·0.5 = 0.375. Step 4: forecast 2.625, 5 − 2.625 = 2.375.
+    env = DetrendedReward(Scripted([1.0, 3.0, 2.0, 5.0]), decay=0.5, trend_decay=0.5)
+    assert np.allclose(rewards_of(env, 4), [0.0, 2.0, -0.5, 2.375])
     assert np.allclose(rewards_of(env, 1), [0.0])  # a reset forgets the run's trend
+    # trend_decay 1: no trend, the forecast is the running mean (l = 2 after step 2, 2 after step 3)
+    flat = DetrendedReward(Scripted([1.0, 3.0, 2.0, 5.0]), decay=0.5, trend_decay=1.0)
+    assert np.allclose(rewards_of(flat, 4), [0.0, 2.0, 0.0, 3.0])
+
+
+def test_the_trend_removes_the_bias_of_a_falling_run() -> None:
+    # Progress that shrinks by the same amount every step: a running mean always forecasts too much.
+    falling = [1.0 - 0.1 * t for t in range(10)]
+    with_trend = rewards_of(DetrendedReward(Scripted(falling), 0.5, 0.5), 10)
+    mean_only = rewards_of(DetrendedReward(Scripted(falling), 0.5, 1.0), 10)
+    assert all(r < -0.09 for r in mean_only[2:])
+    assert np.allclose(with_trend[-3:], 0.0, atol=0.02)
 
 
 def test_detrended_reward_state_carries_a_run_across_a_restart() -> None:
     script = [1.0, 3.0, 2.0, 5.0, 0.5]
-    whole = rewards_of(DetrendedReward(Scripted(script), 0.8), 5)
-    first = DetrendedReward(Scripted(script), 0.8)
+    whole = rewards_of(DetrendedReward(Scripted(script), 0.8, 0.6), 5)
+    first = DetrendedReward(Scripted(script), 0.8, 0.6)
     head = rewards_of(first, 2)
-    second = DetrendedReward(Scripted(script), 0.8)
+    second = DetrendedReward(Scripted(script), 0.8, 0.6)
     second.reset()
     second.unwrapped.t = 2  # type: ignore[attr-defined]
     second.load_state_dict(first.state_dict())
@@ -65,6 +78,8 @@ def test_detrended_reward_state_carries_a_run_across_a_restart() -> None:
     assert np.allclose(head + tail, whole)
     with pytest.raises(ValueError, match=r"decay=1\.0"):
         DetrendedReward(Scripted(script), 1.0)
+    with pytest.raises(ValueError, match=r"trend_decay=1\.5"):
+        DetrendedReward(Scripted(script), 0.5, 1.5)
 
 
 def test_rouge_checkpoint_reward_pays_every_k_steps_and_at_the_end() -> None:

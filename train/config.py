@@ -129,12 +129,15 @@ class RunOptions:
 class OnlineConfig:
     """`arkd distill --online ALGO`: the reward the agent learns from inside the one run, and checkpoints."""
 
-    reward: str = help_field("'detrended' (the env's reward minus a running mean of recent rewards), 'env' (the "
-                             "env's reward as it is, e.g. env.reward=relative), 'prototype' (validation ROUGE-L "
-                             "on [0, 1] minus rouge_baseline every reward_every steps) or 'auto' (prototype for "
-                             "--online prototype, detrended otherwise).", default="auto")
-    detrend_decay: float = help_field("Decay of the running mean the detrended reward subtracts (memory about "
-                                      "1/(1-decay) steps).", default=0.9)
+    reward: str = help_field("'detrended' (the env's reward minus its forecast from the level and trend of the "
+                             "recent rewards), 'env' (the env's reward as it is, e.g. env.reward=relative), "
+                             "'prototype' (validation ROUGE-L on [0, 1] minus rouge_baseline every reward_every "
+                             "steps) or 'auto' (prototype for --online prototype, detrended otherwise).",
+                             default="auto")
+    detrend_decay: float = help_field("Decay of the level of the forecast the detrended reward subtracts "
+                                      "(Holt's smoothing; memory about 1/(1-decay) steps).", default=0.5)
+    trend_decay: float = help_field("Decay of the forecast's trend; 1 keeps no trend (a running mean).",
+                                    default=0.5)
     reward_every: int = help_field("Env steps between the prototype reward's ROUGE-L evaluations; the prototype "
                                    "agent learns every 5 of them.", default=4)
     rouge_baseline: float = help_field("Subtracted from the prototype reward's ROUGE-L (the authors' 0.5).",
@@ -145,6 +148,7 @@ class OnlineConfig:
     def __post_init__(self) -> None:
         check(self.reward in ONLINE_REWARDS, "online.reward", self.reward, f"must be one of {ONLINE_REWARDS}")
         check(0.0 <= self.detrend_decay < 1.0, "online.detrend_decay", self.detrend_decay, "must lie in [0, 1)")
+        check(0.0 <= self.trend_decay <= 1.0, "online.trend_decay", self.trend_decay, "must lie in [0, 1]")
         check(self.reward_every >= 1, "online.reward_every", self.reward_every, "must be >= 1")
         check(math.isfinite(self.rouge_baseline), "online.rouge_baseline", self.rouge_baseline, "must be finite")
         check(self.checkpoint_every >= 1, "online.checkpoint_every", self.checkpoint_every, "must be >= 1")

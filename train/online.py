@@ -7,7 +7,7 @@ every segment of a few steps, the bandit after every reward. Every agent is driv
 one stretch of steps at a time. The env wrapper :class:`OneRun` makes that work: SB3 resets an env whose
 episode ended, and for an online run that reset must not rewind the student to its start.
 
-Rewards (``online.reward``) are the env's reward detrended by a running mean (:class:`DetrendedReward`), the
+Rewards (``online.reward``) are the env's reward minus its forecast from recent rewards (:class:`DetrendedReward`), the
 env's reward as configured (for example ``env.reward=relative``, which pays with probe updates), or the
 prototype's ROUGE-L − 0.5 every ``online.reward_every`` steps (:class:`RougeCheckpointReward`).
 
@@ -23,7 +23,7 @@ little). Their agent also acts at every student update; here it acts at every en
 Resuming: a checkpoint ``checkpoints/step_<N>/`` is written atomically after every ``online.checkpoint_every``
 steps (rounded up to whole PPO rollouts). It holds the agent (with SAC's replay buffer), the engine state
 (student, optimizer, schedule, data position, sampling RNG), the episode's state, the reward wrapper's
-running mean, the last observation, the steps so far and the global RNGs. ``arkd distill --resume RUN_DIR``
+forecast, the last observation, the steps so far and the global RNGs. ``arkd distill --resume RUN_DIR``
 continues from the latest one. On CPU it ends with the same student and metrics as a run never stopped.
 """
 
@@ -187,7 +187,7 @@ def build_env(cfg: RunConfig, name: str, seed: int) -> OneRun:
     env: gym.Env[Any, Any] = single_env(online_config(cfg, name), engine_seed=seed)
     kind = reward_kind(cfg, name)
     if kind == "detrended":
-        env = DetrendedReward(env, cfg.online.detrend_decay)
+        env = DetrendedReward(env, cfg.online.detrend_decay, cfg.online.trend_decay)
     elif kind == "prototype":
         env = RougeCheckpointReward(env, cfg.online.reward_every, cfg.online.rouge_baseline)
     return OneRun(env)

@@ -64,43 +64,58 @@ def restore_normalizer(model: Any, state: Mapping[str, Any]) -> None:
 
 
 class DetrendedReward(gym.RewardWrapper[Any, Any]):
-    """Each reward minus a running estimate of recent rewards: r'ₜ = rₜ − m̂ₜ₋₁, with m̂ the bias-corrected
-    exponential mean of the rewards before step t (decay ``decay``). The first step of an episode has no
-    estimate yet and gets 0.
+    """Each reward minus a forecast of it from the rewards before: r'ₜ = rₜ − (lₜ₋₁ + bₜ₋₁), where the level l
+    and the trend b follow Holt's linear exponential smoothing,
+
+        lₜ = (1 − decay)·rₜ + decay·(lₜ₋₁ + bₜ₋₁)        bₜ = (1 − trend_decay)·(lₜ − lₜ₋₁) + trend_decay·bₜ₋₁
+
+    started from l₁ = r₁, b₁ = 0. The first step of an episode has no forecast and gets 0. ``trend_decay`` 1
+    keeps b at 0: the forecast is then a running mean of recent rewards.
 
     Why: inside one run the validation improvement of a step is dominated by where the run is (large early,
-    tiny late), whatever the action. Subtracting what recent steps gained leaves how this step did against
-    them. It is cheap (no probe updates) but not unbiased: on a falling trend every reward sits a little below
-    the mean before it. The env's ``relative`` reward measures against a probe from the same state instead,
-    at the price of one step's updates per step.
+    tiny late), whatever the action. Subtracting what the recent steps predict leaves how this step did
+    against them. A running mean alone lags a falling trend, so every reward then sits below it: on a
+    `smollm2` run of fixed α = 0.5 (8 steps) the mean detrended reward was −0.17 with the mean (decay 0.9)
+    and −0.03 with the trend (decay = trend_decay = 0.5). It costs no probe updates but stays an estimate;
+    the env's ``relative`` reward measures against a probe from the same state instead, for one step's
+    updates per step.
 
-    The estimate is state of a run: :meth:`state_dict` / :meth:`load_state_dict` carry it across a resume.
+    The level and trend are state of a run: :meth:`state_dict` / :meth:`load_state_dict` carry them across a
+    resume.
     """
 
-    def __init__(self, env: gym.Env[Any, Any], decay: float = 0.9) -> None:
+    def __init__(self, env: gym.Env[Any, Any], decay: float = 0.5, trend_decay: float = 0.5) -> None:
         super().__init__(env)
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"DetrendedReward: decay={decay} must lie in [0, 1)")
+        if not 0.0 <= trend_decay <= 1.0:
+            raise ValueError(f"DetrendedReward: trend_decay={trend_decay} must lie in [0, 1]")
         self.decay = float(decay)
-        self._mean = 0.0
-        self._seen = 0
+        self.trend_decay = float(trend_decay)
+        self._level: float | None = None
+        self._trend = 0.0
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        self._mean, self._seen = 0.0, 0
+        self._level, self._trend = None, 0.0
         return self.env.reset(**kwargs)
 
     def reward(self, reward: SupportsFloat) -> float:
         value = float(reward)
-        estimate = self._mean / (1.0 - self.decay ** self._seen) if self._seen else value
-        self._mean = self.decay * self._mean + (1.0 - self.decay) * value
-        self._seen += 1
-        return value - estimate
+        if self._level is None:
+            self._level = value
+            return 0.0
+        forecast = self._level + self._trend
+        level = (1.0 - self.decay) * value + self.decay * forecast
+        self._trend = (1.0 - self.trend_decay) * (level - self._level) + self.trend_decay * self._trend
+        self._level = level
+        return value - forecast
 
-    def state_dict(self) -> dict[str, float]:
-        return {"mean": self._mean, "seen": self._seen}
+    def state_dict(self) -> dict[str, float | None]:
+        return {"level": self._level, "trend": self._trend}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._mean, self._seen = float(state["mean"]), int(state["seen"])
+        level = state["level"]
+        self._level, self._trend = None if level is None else float(level), float(state["trend"])
 
 
 class RougeCheckpointReward(gym.Wrapper[Any, Any, Any, Any]):
