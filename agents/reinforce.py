@@ -384,7 +384,8 @@ class Reinforce(BaseAlgorithm):
         ``.zip`` is appended to a path without suffix, as Stable-Baselines3 does.
         """
         del exclude, include  # SB3 signature; everything needed is always saved
-        record = {"algo": "reinforce", "num_timesteps": self.num_timesteps, "n_envs": self.n_envs,
+        record = {"algo": "reinforce", "num_timesteps": self.num_timesteps, "n_updates": self._n_updates,
+                  "n_envs": self.n_envs,
                   "hyperparams": self._hyperparams(),
                   "observation_space": space_to_json(self.observation_space),
                   "action_space": space_to_json(self.action_space)}
@@ -425,4 +426,5 @@ class Reinforce(BaseAlgorithm):
         model.policy.load_state_dict(tensors("policy.pth"))
         model.policy.optimizer.load_state_dict(tensors("optimizer.pth"))
         model.num_timesteps = int(record.get("num_timesteps", 0))
+        model._n_updates = int(record.get("n_updates", 0))
         return model

@@ -129,8 +129,9 @@ class Distiller:
         self._test_teacher: list[_Rows] = []
         self._answers = self._answer_set()
         self.updates = 0
-        # Every optimizer update this engine ran, those undone by a restore (probes, lookaheads) included: a
-        # run's cost in student updates. Not part of the training state, so restore() leaves it alone.
+        # Every optimizer update this engine applied, those undone by a restore (probes, lookaheads) included:
+        # a run's cost in student updates (an update skipped as non-finite is not counted). Not part of the
+        # training state, so restore() leaves it alone.
         self.spent_updates = 0
         self._epoch = 0
         self._cursor = 0

@@ -77,3 +77,22 @@ def test_each_step_records_the_observation_its_weights_were_chosen_from() -> Non
         assert step["observed"]["progress"] == pytest.approx(k / 3)
         assert step["observed"]["w_fkl"] == pytest.approx(result.steps[k]["weights"]["fkl"])
     assert acting[1]["observed"]["w_fkl"] != acting[2]["observed"]["w_fkl"]  # linear 1->0 moves the weight
+
+
+def test_student_updates_count_every_probe_the_episode_paid_for() -> None:
+    from train.config import load_run_config
+    from train.episode import play
+
+    base = ["env.horizon=3", "env.updates_per_step=2", "engine.eval_size=8", "engine.rouge_size=2"]
+    plain, env = play(load_run_config("nano", overrides=base), "fkl", seed=5, generate=False)
+    env.close()
+    assert plain.metrics["student_updates"] == 3 * 2
+    # The lookahead features cost 2 × probe_updates per observation: the one reset makes, and one per step.
+    probes = [*base, "env.probe_updates=1", "env.features=[progress, probe_gap, probe_gain]"]
+    probed, env = play(load_run_config("nano", overrides=probes), "fkl", seed=5, generate=False)
+    env.close()
+    assert probed.metrics["student_updates"] == 3 * 2 + 4 * 2 * 1
+    # greedy's lookahead tries each of its α for a step's updates before every step
+    greedy, env = play(load_run_config("nano", overrides=base), "greedy", seed=5, generate=False)
+    env.close()
+    assert greedy.metrics["student_updates"] > 3 * 2

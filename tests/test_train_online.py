@@ -208,3 +208,51 @@ def test_the_paper_presets_run_online_on_the_same_code_path(preset: str, tmp_pat
     result = online.run_online(cfg, "reinforce", 0, folder(tmp_path / "run"))
     assert len(result.steps) == 5 and result.metrics["student_updates"] == 4 * 100
     assert (tmp_path / "run" / "student" / "config.json").is_file()
+
+
+def test_a_run_that_ends_early_stops_its_agent_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every step leaves non-finite weights (and is undone): two in a row end the episode at step 2, inside
+    # PPO's first rollout of 4 steps, which must not step on.
+    from arkd_env.engine import Distiller
+
+    monkeypatch.setattr(Distiller, "parameters_finite", lambda self: False)
+    result = online.run_online(nano("env.max_consecutive_failures=2"), "ppo", 0, folder(tmp_path / "run"))
+    assert [s["step"] for s in result.steps] == [0, 1, 2] and result.steps[-1]["done"]
+    assert math.isfinite(result.metrics["val_divergence"])
+
+
+def test_a_new_run_in_an_old_runs_folder_never_resumes_the_old_one(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    run = folder(tmp_path / "run")
+    online.run_online(nano(), "sac", 0, run)
+    assert checkpoints.latest(run) is not None
+    save = online.save_checkpoint
+
+    def dies_after_the_first(*args: Any, **kwargs: Any) -> Path:
+        save(*args, **kwargs)
+        raise Killed
+
+    monkeypatch.setattr(online, "save_checkpoint", dies_after_the_first)
+    with pytest.raises(Killed):
+        online.run_online(nano(), "ppo", 0, run)
+    assert [step for step, _ in checkpoints.complete(run / "checkpoints")] == [4]  # PPO's first rollout only
+    assert json.loads((run / "online.json").read_text())["online"] == "ppo"
+    # and a --policy run into it leaves nothing a --resume could take for its own
+    from train.distill import distill
+
+    monkeypatch.setattr(online, "save_checkpoint", save)
+    distill(nano(), "fkl", 0, run)
+    assert not (run / "checkpoints").exists() and not (run / "online.json").exists()
+
+
+def test_resume_refuses_what_it_cannot_honour_and_dry_run_only_prints(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    run = folder(tmp_path / "run")
+    online.run_online(nano(), "reinforce", 0, run)
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "--teacher cannot be given" in error_line(["distill", "--resume", str(run), "--teacher", "x"], capsys)
+    assert main(["distill", "--resume", str(run), "--dry-run"]) == 0
+    assert "online:" in capsys.readouterr().out
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before  # nothing ran
+    assert "only the prototype's agent credits" in error_line(
+        ["distill", "--preset", "nano", "--online", "reinforce", "--set", "online.reward=prototype"], capsys)

@@ -306,7 +306,9 @@ def _distill_mode(args: argparse.Namespace) -> None:
     if args.resume is not None:
         extra = [flag for flag, value in (("--preset", args.preset), ("--config", args.config),
                                           ("--set", args.overrides or None), ("--seed", args.seed),
-                                          ("--out", args.out)) if value is not None]
+                                          ("--out", args.out), ("--teacher", args.teacher),
+                                          ("--student", args.student), ("--data", args.data),
+                                          ("--output-dir", args.output_dir)) if value is not None]
         if extra:
             raise UserError(f"--resume continues {args.resume} with its saved config; {extra[0]} cannot be given")
 
@@ -320,6 +322,8 @@ def _resume_online(args: argparse.Namespace) -> int:
     if not isinstance(info, dict) or "online" not in info or "seed" not in info:
         raise UserError(f"{run_dir}: not an online distill run (no {runs.ONLINE_FILE})")
     cfg = load_run_config(config_file=run_dir / runs.CONFIG_FILE)
+    if args.dry_run:
+        return _dry_run(cfg)
     _quiet_libraries()
     say(f"resuming online run {run_dir} ({info['online']}, engine seed {info['seed']}) ...")
     result = run_online(cfg, str(info["online"]), int(info["seed"]), run_dir, resume=True)
@@ -344,14 +348,16 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if args.resume is not None:
         return _resume_online(args)
     cfg = _config(args, engine={"seed": args.seed})
-    if args.dry_run:
-        return _dry_run(cfg)
     if args.online is not None:
-        from train.online import check_online
+        from train.online import check_online, online_config
 
         check_online(cfg, args.online)
+        if args.dry_run:
+            return _dry_run(online_config(cfg, args.online))  # with the settings the algorithm runs with
         name = f"online-{args.online.strip().lower()}"
     else:
+        if args.dry_run:
+            return _dry_run(cfg)
         check_spec(args.policy)
         name = f"distill-{label(args.policy)}"
     if args.out:

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from arkd_env.atomic import atomic_write_text
-from train import plots
+from train import checkpoints, plots
 from train.compare import write_policy_run
 from train.config import RunConfig
 from train.episode import EpisodeResult, check_played, play, played_config
-from train.runs import CONFIG_FILE, METRICS_FILE, locked, require_kind, write_json, write_run_info
+from train.runs import CONFIG_FILE, METRICS_FILE, ONLINE_FILE, locked, require_kind, write_json, write_run_info
 
 STUDENT_DIR = "student"
 TB_DIR = "tb"
@@ -37,6 +37,9 @@ def distill(cfg: RunConfig, spec: str, seed: int, out_dir: Path) -> EpisodeResul
         # A distill into an existing folder replaces its run; old events would draw a second line under each tag.
         shutil.rmtree(out_dir / TB_DIR, ignore_errors=True)
         write_policy_run([result], out_dir / TB_DIR)
+        # An online run this one replaces leaves nothing a --resume could take for this run's.
+        shutil.rmtree(checkpoints.checkpoint_root(out_dir), ignore_errors=True)
+        (out_dir / ONLINE_FILE).unlink(missing_ok=True)
     return result
 
 

@@ -142,7 +142,6 @@ def run_episode(policy: Any, env: Any, name: str, seed: int, generate: bool = Tr
     if hasattr(policy, "set_random_seed"):  # SB3 models and baselines: a seeded episode is a repeatable one
         policy.set_random_seed(seed)
     obs, info = env.reset(seed=seed, options=dict(options) if options else None)
-    spent = env.unwrapped.distiller.spent_updates
     steps: list[dict[str, Any]] = [{"step": 0, "weights": info.get("weights", {}), "reward": 0.0,
                                     "val": info.get("val", {})}]
     state: Any = None
@@ -160,7 +159,7 @@ def run_episode(policy: Any, env: Any, name: str, seed: int, generate: bool = Tr
                       "train": info.get("train", {}), "update_log": info.get("update_log", [])})
     distiller = env.unwrapped.distiller
     metrics = {k: float(v) for k, v in distiller.evaluate(generate=generate, held_out=True).items()}
-    metrics["student_updates"] = float(distiller.spent_updates - spent)  # the run's cost, probes included
+    metrics["student_updates"] = float(env.unwrapped.episode_updates)  # the run's cost, probes included
     return EpisodeResult(policy=name, seed=seed, episode_return=total, steps=steps, metrics=metrics,
                          wall_s=time.perf_counter() - start)
 

@@ -14,11 +14,16 @@ prototype's ROUGE-L − 0.5 every ``online.reward_every`` steps (:class:`RougeCh
 ``prototype`` is the authors' algorithm as they describe it, with two things done differently from their code.
 It is REINFORCE with a Bernoulli choice between pure FKL and pure RKL at each step, a 2×128 ReLU network over
 their state features (progress, FKL, RKL, the AKL head/tail ratios, student cross-entropy), the reward above,
-and an update every 5 rewards. The first difference is credit: their update pairs the 5 returns with the first
-5 of the (about 500) log-probabilities saved since the last update. Here every action is credited with the
-return of the reward block it belongs to (:func:`agents.reinforce.discounted_returns` with
-``block=reward_every``). The second is the loss: the mean over actions, not their sum (with Adam this changes
-little). Their agent also acts at every student update; here it acts at every env step.
+and an update every 5 rewards. Their reward came every 100 student updates and their agent acted at every
+update; here it acts at every env step and the reward comes every ``online.reward_every`` env steps (default
+1, which on the paper presets, 100 updates a step, is their cadence of rewards). A run shorter than 5 rewards
+(the small presets) updates the policy only at its end. The first difference is credit: their update pairs
+the 5 returns with the first 5 of the (about 500) log-probabilities saved since the last update. Here every
+action is credited with the return of the reward block it belongs to
+(:func:`agents.reinforce.discounted_returns` with ``block=reward_every``). The second is the loss: the mean
+over actions, not their sum (with Adam this changes little). As in their code, returns are discounted over
+the rewards of one update (γ = 0.99) and then standardised, so earlier blocks of an update carry larger
+returns before standardisation.
 
 Resuming: a checkpoint ``checkpoints/step_<N>/`` is written atomically after every ``online.checkpoint_every``
 steps (rounded up to whole PPO rollouts). It holds the agent (with SAC's replay buffer), the engine state
@@ -34,6 +39,7 @@ import io
 import json
 import random
 import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +48,7 @@ from typing import Any, SupportsFloat, cast
 import gymnasium as gym
 import numpy as np
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter, Logger
 
 from arkd_env.atomic import atomic_path, atomic_write_text
@@ -109,6 +116,9 @@ def online_config(cfg: RunConfig, name: str) -> RunConfig:
     if cfg.env.normalize_reward:
         raise UserError("--online: env.normalize_reward=true is for episodic training; an online run detrends "
                         "its reward instead (online.reward), so set env.normalize_reward=false")
+    if cfg.online.reward == "prototype" and name.strip().lower() != "prototype":
+        raise UserError(f"--online {name}: online.reward=prototype pays only every online.reward_every steps, "
+                        "which only the prototype's agent credits; use it with --online prototype")
     return dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, **algo.env)) if algo.env else cfg
 
 
@@ -117,11 +127,13 @@ def agent_hyperparams(cfg: RunConfig, name: str) -> dict[str, Any]:
     from agents.hparams import load_hyperparams
 
     algo = online_algo(name)
-    timing: dict[str, Any] = {}
     if name.strip().lower() == "prototype":
         every = cfg.online.reward_every
-        timing = {"reward_every": every, "n_steps_per_update": PROTOTYPE_REWARDS_PER_UPDATE * every}
-    return load_hyperparams(algo.agent, algo.hparams_entry, {**timing, **cfg.agent.hparams})
+        timing: dict[str, Any] = {"n_steps_per_update": PROTOTYPE_REWARDS_PER_UPDATE * every}
+        # The agent's reward blocks are the reward's own timing, whatever agent.hparams say.
+        return load_hyperparams(algo.agent, algo.hparams_entry, {**timing, **cfg.agent.hparams,
+                                                                  "reward_every": every})
+    return load_hyperparams(algo.agent, algo.hparams_entry, cfg.agent.hparams)
 
 
 def check_online(cfg: RunConfig, name: str) -> None:
@@ -208,6 +220,18 @@ class AgentLog(KVWriter):
 
 
 
+class StopAtRunEnd(BaseCallback):
+    """Ends a ``learn`` call once the run's one episode has ended: it can end before the steps asked for
+    (``env.max_consecutive_failures`` failed steps in a row), and there is nothing left to step."""
+
+    def __init__(self, run: OneRun) -> None:
+        super().__init__()
+        self.run = run
+
+    def _on_step(self) -> bool:
+        return not self.run.ended
+
+
 def attach_log(model: Any, log: AgentLog) -> None:
     model.set_logger(Logger(folder=None, output_formats=[log]))
 
@@ -268,12 +292,12 @@ def save_checkpoint(run_dir: Path, model: Any, run: OneRun, log: AgentLog, keep:
     return target
 
 
-def load_checkpoint(folder: Path, run: OneRun, log: AgentLog) -> Any:
+def load_checkpoint(folder: Path, run: OneRun, log: AgentLog, device: str) -> Any:
     """The agent of ``folder`` on ``run``'s env, with the engine, episode, wrappers and RNGs as saved."""
     from stable_baselines3.common.base_class import BaseAlgorithm
 
     venv = BaseAlgorithm._wrap_env(run, verbose=0, monitor_wrapper=True)
-    model = checkpoints.load(folder, venv, device="cpu")
+    model = checkpoints.load(folder, venv, device=device)
     hint = f"; delete {folder} to resume from the checkpoint before it"
     try:
         episode = json.loads((folder / EPISODE_FILE).read_text())
@@ -312,13 +336,13 @@ def new_agent(cfg: RunConfig, name: str, run: OneRun) -> Any:
 
 
 def write_outputs(out_dir: Path, name: str, seed: int, run: OneRun, log: AgentLog,
-                  metrics: Mapping[str, float] | None = None) -> EpisodeResult:
+                  metrics: Mapping[str, float] | None = None, wall_s: float = 0.0) -> EpisodeResult:
     """metrics.json, plots and TensorBoard of the run so far (rewritten whole, so a resume leaves no
     duplicate points); ``metrics`` are the final student's, once the run has ended."""
     steps = run.steps
     result = EpisodeResult(policy=f"online-{name}", seed=seed,
                            episode_return=float(sum(s["reward"] for s in steps[1:])), steps=steps,
-                           metrics=dict(metrics or {}))
+                           metrics=dict(metrics or {}), wall_s=wall_s)
     write_json(out_dir / METRICS_FILE, {**result.summary(), "online": name, "complete": metrics is not None,
                                         "agent_log": log.rows})
     if metrics is not None:
@@ -340,8 +364,11 @@ def run_online(cfg: RunConfig, name: str, seed: int, out_dir: Path, resume: bool
     weights and rewards and the agent's log, plots and TensorBoard events (``tb/``, ``tb/agent``)."""
     check_online(cfg, name)
     require_kind(out_dir, "distill", "--out")
+    start = time.perf_counter()
     with locked(out_dir):
         if not resume:
+            # A new run in a folder that held one: its checkpoints must not pass for this run's.
+            shutil.rmtree(checkpoints.checkpoint_root(out_dir), ignore_errors=True)
             write_run_info(out_dir, "distill")
             write_json(out_dir / ONLINE_FILE, {"online": name, "seed": seed})
             from train.config import replace
@@ -352,7 +379,8 @@ def run_online(cfg: RunConfig, name: str, seed: int, out_dir: Path, resume: bool
         run = build_env(cfg, name, seed)
         log = AgentLog()
         latest = checkpoints.latest(out_dir) if resume else None
-        model = load_checkpoint(latest, run, log) if latest is not None else new_agent(cfg, name, run)
+        model = (load_checkpoint(latest, run, log, cfg.agent.device) if latest is not None
+                 else new_agent(cfg, name, run))
         attach_log(model, log)
         horizon = int(run.unwrapped.config.horizon)  # type: ignore[attr-defined]
         period = update_period(model)
@@ -360,17 +388,18 @@ def run_online(cfg: RunConfig, name: str, seed: int, out_dir: Path, resume: bool
         try:
             while not run.ended:
                 done = len(run.steps) - 1 if run.started else 0
-                model.learn(min(every, horizon - done), reset_num_timesteps=not run.started, progress_bar=False)
+                model.learn(min(every, horizon - done), callback=StopAtRunEnd(run),
+                            reset_num_timesteps=not run.started, progress_bar=False)
                 model.logger.dump(step=model.num_timesteps)  # what an agent records between its own dumps
                 save_checkpoint(out_dir, model, run, log, cfg.run.keep_checkpoints)
                 write_outputs(out_dir, name, seed, run, log)
-            distiller = run.unwrapped.distiller  # type: ignore[attr-defined]
-            metrics = {k: float(v) for k, v in distiller.evaluate(generate=True, held_out=True).items()}
-            metrics["student_updates"] = float(distiller.spent_updates)
-            distiller.save_student(out_dir / STUDENT_DIR)
+            inner: Any = run.unwrapped
+            metrics = {k: float(v) for k, v in inner.distiller.evaluate(generate=True, held_out=True).items()}
+            metrics["student_updates"] = float(inner.episode_updates)
+            inner.distiller.save_student(out_dir / STUDENT_DIR)
             from agents.registry import save_agent
 
             save_agent(model, out_dir / POLICY_FILE)
-            return write_outputs(out_dir, name, seed, run, log, metrics)
+            return write_outputs(out_dir, name, seed, run, log, metrics, time.perf_counter() - start)
         finally:
             run.close()

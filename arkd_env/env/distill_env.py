@@ -160,6 +160,7 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         self.engine_seed = self.engine_config.seed
         self._step = 0
         self._done = True
+        self._spent_at_start = 0
         self._last: dict[str, Any] = {}
 
     def _distiller_for(self, instance: Instance | None) -> Distiller:
@@ -303,6 +304,7 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         self.engine_seed = self._pick_seed(options)
         state, features, metrics = self._start(self.engine_seed)
         self.distiller.restore(state)
+        self._spent_at_start = self.distiller.spent_updates  # before the first observation's probes
         self._step = 0
         self._done = False
         self._failures = 0
@@ -369,6 +371,12 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         self.distiller.restore(state)
 
     @property
+    def episode_updates(self) -> int:
+        """Student updates the episode has cost so far: every one since its ``reset``, probes and lookaheads (and
+        the first observation's probes) included."""
+        return self.distiller.spent_updates - self._spent_at_start
+
+    @property
     def last_reward(self) -> float:
         """The reward of the last step (0 before any), as the env computed it, whatever wrappers made of it."""
         return float(self._last.get("reward", 0.0))
@@ -380,7 +388,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         return {"instance": self.instance_name, "engine_seed": self.engine_seed, "step": self._step,
                 "done": self._done, "failures": self._failures, "metric_now": self._metric_now,
                 "start_metric": self._start_metric, "last": self._last,
-                "np_random": self.np_random.bit_generator.state, "spent_updates": self.distiller.spent_updates}
+                "np_random": self.np_random.bit_generator.state, "spent_updates": self.distiller.spent_updates,
+                "spent_at_start": self._spent_at_start}
 
     def resume_episode(self, episode: Mapping[str, Any], engine: Mapping[str, Any]) -> None:
         """Continue the episode of :meth:`episode_state` ``episode`` from the engine state ``engine``, as if
@@ -392,6 +401,7 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         self.distiller = self._distiller_for(self.instance)
         self.distiller.restore(engine)
         self.distiller.spent_updates = int(episode["spent_updates"])
+        self._spent_at_start = int(episode["spent_at_start"])
         self.engine_seed = int(episode["engine_seed"])
         self._step, self._done = int(episode["step"]), bool(episode["done"])
         self._failures = int(episode["failures"])

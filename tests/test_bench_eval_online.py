@@ -1,0 +1,40 @@
+"""benchmarks/eval_online.py: its seed lists, and the whole comparison end to end on two seeds of a tiny nano."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _benchmarks import BENCHMARKS, load_benchmark
+from _cli_helpers import env
+
+
+def test_seed_lists() -> None:
+    bench = load_benchmark("eval_online")
+    assert bench.parse_seeds("300-303") == [300, 301, 302, 303]
+    assert bench.parse_seeds("7,9") == [7, 9]
+    assert len(bench.parse_seeds(bench.DEFAULT_SEEDS)) >= 20  # the issue's floor of paired seeds
+
+
+@pytest.mark.slow
+def test_every_policy_runs_on_every_seed_and_the_report_pairs_them(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "eval_online.py"), "--preset", "nano", "--seeds", "5,6",
+                           "--set", "env.updates_per_step=1", "--set", "engine.rouge_size=2",
+                           "--set", "engine.eval_size=8", "--work", str(tmp_path)],
+                          capture_output=True, text=True, env=env(), timeout=600)
+    assert done.returncode == 0, done.stderr
+    bench = load_benchmark("eval_online")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    expected = [*bench.CONSTANTS, *bench.HEURISTICS, *bench.ONLINE]
+    assert list(metrics) == expected and all(len(runs) == 2 for runs in metrics.values())
+    # the cost column: greedy's lookahead probes count, a plain run's 4 steps of 1 update do not add any
+    assert [r["student_updates"] for r in metrics["fixed:0.5"]] == [4.0, 4.0]
+    assert all(r["student_updates"] > 4.0 for r in metrics["greedy"])
+    report = (tmp_path / "report.md").read_text()
+    for name in expected:
+        assert f"| {name} |" in report
+    for name in bench.ONLINE:
+        assert f"{name} − fixed:0.5" in report and (tmp_path / name / "seed_5" / "student").is_dir()
