@@ -1,0 +1,130 @@
+"""Online agents against fixed and heuristic weightings, on paired engine seeds fixed before any run.
+
+    python benchmarks/eval_online.py [--preset nano] [--seeds 300-319] [--report docs/results/online.md]
+
+Every policy runs once per engine seed from the same initial student and data order (`arkd distill` for the
+baselines, `arkd distill --online` for the agents) with the preset's env as configured. The final students are
+scored on the held-out test examples (`test_*`), which no reward or probe saw. With an instance set
+(`env.instances`), episodes pose test instances only (`env.instance_split=test`). The report has one row
+per policy: mean ± std over seeds, `student_updates` (every update a run made, probes and lookaheads
+included, which is where greedy and the relative reward pay), the paired differences against `fixed:0.5`
+(Student t below 30 pairs, percentile bootstrap above), and the α trajectory of each online agent, as the mean
+FKL share per step over seeds.
+
+"The best constant" here is the best of the constants (`fkl`, `rkl`, `fixed:A`) *on these evaluation seeds*:
+an oracle choice that favours the constant. An agent trained across episodes (`arkd train`) enters with
+`--episodic RUN_DIR/policy.zip`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from arkd_env.atomic import atomic_write_text  # noqa: E402
+from train.compare import build_table  # noqa: E402
+from train.config import RunConfig, load_run_config, replace  # noqa: E402
+from train.episode import EpisodeResult, play  # noqa: E402
+from train.online import run_online  # noqa: E402
+
+CONSTANTS = ("fkl", "rkl", "fixed:0.25", "fixed:0.5", "fixed:0.75")
+HEURISTICS = ("akl", "greedy")
+# name -> extra config the agent needs (the bandit chooses among the grid of α)
+ONLINE: dict[str, dict[str, Any]] = {"online-bandit": {"action_mode": "grid"}, "online-reinforce": {},
+                                     "online-ppo": {}, "online-prototype": {}}
+REFERENCE = "fixed:0.5"
+DEFAULT_SEEDS = "300-319"  # chosen before any run of this script; no earlier result used them
+# Held-out divergences where the preset holds test examples out (else the validation ones), then the
+# generation and exact metrics (of the held-out prompts when there are any) and the cost.
+SHOWN = ("test_divergence", "test_fkl", "test_rkl", "val_divergence", "val_score", "rouge_l", "exact_match",
+         "tail_coverage", "student_updates")
+
+
+def parse_seeds(text: str) -> list[int]:
+    if "-" in text and "," not in text:
+        low, high = (int(v) for v in text.split("-"))
+        return list(range(low, high + 1))
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def online_result(cfg: RunConfig, name: str, seed: int, work: Path) -> EpisodeResult:
+    algo = name.removeprefix("online-")
+    # The agent's own seed follows the engine seed, so the results average over its exploration too.
+    played = replace(cfg, env=ONLINE[name], run={"seed": seed})
+    out = work / name / f"seed_{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    return run_online(played, algo, seed, out, resume=(out / "online.json").is_file())
+
+
+def fkl_share(step: dict[str, Any]) -> float:
+    weights = step.get("weights", {})
+    total = weights.get("fkl", 0.0) + weights.get("rkl", 0.0)
+    return weights.get("fkl", 0.0) / total if total > 0 else math.nan
+
+
+def trajectories(runs: dict[str, list[EpisodeResult]]) -> str:
+    lines = ["| agent | mean FKL share per step (over seeds) |", "|---|---|"]
+    for name, results in runs.items():
+        if name.startswith("online-"):
+            shares = np.array([[fkl_share(s) for s in r.steps[1:]] for r in results])
+            lines.append(f"| {name} | {' '.join(f'{v:.2f}' for v in np.nanmean(shares, axis=0))} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="nano")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--seeds", default=DEFAULT_SEEDS, help="engine seeds: 300-319 or 300,301,...")
+    parser.add_argument("--episodic", action="append", default=[], metavar="POLICY_ZIP",
+                        help="an agent trained across episodes (arkd train), played as a fixed policy")
+    parser.add_argument("--work", default=None, help="folder of the runs (default runs/eval_online/<time>)")
+    parser.add_argument("--report", default=None, help="Markdown report (default WORK/report.md)")
+    args = parser.parse_args()
+
+    seeds = parse_seeds(args.seeds)
+    cfg = load_run_config(args.preset, None, args.overrides)
+    if cfg.env.instances is not None:
+        cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, instance_split="test"))
+    work = Path(args.work or REPO / "runs" / "eval_online" / time.strftime("%Y%m%d-%H%M%S"))
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    runs: dict[str, list[EpisodeResult]] = {}
+    for spec in (*CONSTANTS, *HEURISTICS, *args.episodic):
+        runs[spec] = [play(cfg, spec, seed)[0] for seed in seeds]
+        print(f"{spec}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+    for name in ONLINE:
+        runs[name] = [online_result(cfg, name, seed, work) for seed in seeds]
+        print(f"{name}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    metrics = {name: [r.metrics for r in results] for name, results in runs.items()}
+    primary = "test_divergence" if "test_divergence" in metrics[REFERENCE][0] else "val_divergence"
+    best = min(CONSTANTS, key=lambda c: float(np.nanmean([m[primary] for m in metrics[c]])))
+    table = build_table(metrics, seeds, references=[REFERENCE, best] if best != REFERENCE else [REFERENCE])
+    shown = [m for m in SHOWN if m in table.metrics and not (m == "val_divergence" and primary != m)]
+    wall = time.perf_counter() - start
+    report = (f"# Online agents on `{args.preset}` ({len(seeds)} paired engine seeds {seeds[0]}-{seeds[-1]})\n\n"
+              f"Command: `python benchmarks/eval_online.py --preset {args.preset} --seeds {args.seeds}"
+              + "".join(f" --set {o}" for o in args.overrides) + "`; "
+              f"{wall:.0f} s. Best constant on these seeds (oracle, by mean {primary}): `{best}`.\n\n"
+              + table.markdown(shown) + "\n\n" + trajectories(runs) + "\n")
+    target = Path(args.report) if args.report else work / "report.md"
+    atomic_write_text(target, report)
+    atomic_write_text(work / "metrics.json", json.dumps(metrics, default=float))
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
