@@ -95,7 +95,7 @@ def test_online_segments_learn_inside_one_episode_and_follow_a_switching_best_ar
     before, after = [], []
     for seed in range(5):
         env = SwitchingArms(horizon=400)
-        agent = Reinforce(env=DetrendedReward(env, 0.98), learning_rate=0.01, gamma=0.0, ent_coef=0.5,
+        agent = Reinforce(env=DetrendedReward(env, 0.98, trend_decay=1.0), learning_rate=0.01, gamma=0.0, ent_coef=0.5,
                           n_episodes_per_update=1, n_steps_per_update=2, normalize_returns=False, seed=seed)
         agent.learn(400)
         arms = np.asarray(env.arms)
