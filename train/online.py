@@ -104,10 +104,14 @@ def online_algo(name: str) -> OnlineAlgo:
     return ONLINE_ALGOS[key]
 
 
+def is_prototype(name: str) -> bool:
+    return name.strip().lower() == "prototype"
+
+
 def reward_kind(cfg: RunConfig, name: str) -> str:
     if cfg.online.reward != "auto":
         return cfg.online.reward
-    return "prototype" if name.strip().lower() == "prototype" else "detrended"
+    return "prototype" if is_prototype(name) else "detrended"
 
 
 def online_config(cfg: RunConfig, name: str) -> RunConfig:
@@ -116,7 +120,7 @@ def online_config(cfg: RunConfig, name: str) -> RunConfig:
     if cfg.env.normalize_reward:
         raise UserError("--online: env.normalize_reward=true is for episodic training; an online run detrends "
                         "its reward instead (online.reward), so set env.normalize_reward=false")
-    if cfg.online.reward == "prototype" and name.strip().lower() != "prototype":
+    if cfg.online.reward == "prototype" and not is_prototype(name):
         raise UserError(f"--online {name}: online.reward=prototype pays only every online.reward_every steps, "
                         "which only the prototype's agent credits; use it with --online prototype")
     return dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, **algo.env)) if algo.env else cfg
@@ -127,7 +131,7 @@ def agent_hyperparams(cfg: RunConfig, name: str) -> dict[str, Any]:
     from agents.hparams import load_hyperparams
 
     algo = online_algo(name)
-    if name.strip().lower() == "prototype":
+    if is_prototype(name):
         every = cfg.online.reward_every
         timing: dict[str, Any] = {"n_steps_per_update": PROTOTYPE_REWARDS_PER_UPDATE * every}
         # The agent's reward blocks are the reward's own timing, whatever agent.hparams say.
@@ -145,9 +149,10 @@ def check_online(cfg: RunConfig, name: str) -> None:
     played = online_config(cfg, name)
     mode = played.env.action_mode
     check_action_kind(algo.agent, mode in ("binary", "grid"), f"{mode!r} (env.action_mode)")
-    check_hyperparameters(algo.agent, algo.hparams_entry, agent_hyperparams(cfg, name))
+    hparams = agent_hyperparams(cfg, name)
+    check_hyperparameters(algo.agent, algo.hparams_entry, hparams)
     if algo.agent == "ppo":
-        steps = int(agent_hyperparams(cfg, name)["n_steps"])
+        steps = int(hparams["n_steps"])
         if played.env.horizon % steps:
             raise UserError(f"--online {name}: env.horizon={played.env.horizon} is not a whole number of PPO "
                             f"rollouts of agent.hparams.n_steps={steps}")
