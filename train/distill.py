@@ -10,8 +10,9 @@ from typing import Any
 from arkd_env.atomic import atomic_write_text
 from train import checkpoints, plots
 from train.compare import write_policy_run
-from train.config import RunConfig
+from train.config import RunConfig, replace
 from train.episode import EpisodeResult, check_played, play, played_config
+from train.model_card import write_model_card
 from train.runs import CONFIG_FILE, METRICS_FILE, ONLINE_FILE, locked, require_kind, write_json, write_run_info
 
 STUDENT_DIR = "student"
@@ -30,7 +31,10 @@ def distill(cfg: RunConfig, spec: str, seed: int, out_dir: Path) -> EpisodeResul
             env.unwrapped.distiller.save_student(out_dir / STUDENT_DIR)
         finally:
             env.close()
-        atomic_write_text(out_dir / CONFIG_FILE, played_config(cfg, spec).to_yaml())  # the settings it ran with
+        played = replace(played_config(cfg, spec), engine={"seed": seed})  # the settings it ran with
+        write_model_card(out_dir / STUDENT_DIR, played, result.policy,
+                         f"arkd distill --policy {spec} --config config.yaml", result.steps, result.metrics)
+        atomic_write_text(out_dir / CONFIG_FILE, played.to_yaml())
         write_json(out_dir / METRICS_FILE, result.summary())
         plots.weight_trajectories({result.policy: [result.steps]}, out_dir / "plots" / "weights.png")
         plots.validation_curves({result.policy: [result.steps]}, out_dir / "plots" / "validation.png")

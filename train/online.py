@@ -402,6 +402,12 @@ def run_online(cfg: RunConfig, name: str, seed: int, out_dir: Path, resume: bool
             metrics = {k: float(v) for k, v in inner.distiller.evaluate(generate=True, held_out=True).items()}
             metrics["student_updates"] = float(inner.episode_updates)
             inner.distiller.save_student(out_dir / STUDENT_DIR)
+            from train.config import replace
+            from train.model_card import write_model_card
+
+            write_model_card(out_dir / STUDENT_DIR, replace(online_config(cfg, name), engine={"seed": seed}),
+                             f"online-{name}", f"arkd distill --online {name} --config config.yaml", run.steps,
+                             metrics)
             from agents.registry import save_agent
 
             save_agent(model, out_dir / POLICY_FILE)
