@@ -55,7 +55,7 @@ from arkd_env.atomic import atomic_path, atomic_write_text
 from arkd_env.env.wrappers import DetrendedReward, RougeCheckpointReward
 from train import checkpoints, plots
 from train.compare import summary_writer, write_policy_run
-from train.config import RunConfig
+from train.config import RunConfig, replace
 from train.distill import STUDENT_DIR, TB_DIR
 from train.envs import single_env
 from train.episode import EpisodeResult
@@ -279,7 +279,7 @@ def save_checkpoint(run_dir: Path, model: Any, run: OneRun, log: AgentLog, keep:
     target = checkpoints.checkpoint_root(run_dir) / f"step_{len(run.steps) - 1}"
     detrend = _wrapper_of(run, DetrendedReward)
     space_rng = getattr(getattr(model, "action_space", None), "np_random", None)
-    episode = {"env": inner.episode_state(), "obs": np.asarray(run.obs).tolist(), "info_keys": sorted(run.info),
+    episode = {"env": inner.episode_state(), "obs": np.asarray(run.obs).tolist(),
                "steps": run.steps, "agent_log": log.rows, "num_timesteps": int(model.num_timesteps),
                "detrend": None if detrend is None else detrend.state_dict(),
                "pending": model.pending_steps() if hasattr(model, "pending_steps") else None,
@@ -370,15 +370,13 @@ def run_online(cfg: RunConfig, name: str, seed: int, out_dir: Path, resume: bool
     check_online(cfg, name)
     require_kind(out_dir, "distill", "--out")
     start = time.perf_counter()
+    played = replace(online_config(cfg, name), engine={"seed": seed})  # the settings it runs with
     with locked(out_dir):
         if not resume:
             # A new run in a folder that held one: its checkpoints must not pass for this run's.
             shutil.rmtree(checkpoints.checkpoint_root(out_dir), ignore_errors=True)
             write_run_info(out_dir, "distill")
             write_json(out_dir / ONLINE_FILE, {"online": name, "seed": seed})
-            from train.config import replace
-
-            played = replace(online_config(cfg, name), engine={"seed": seed})
             atomic_write_text(out_dir / CONFIG_FILE, played.to_yaml())
         checkpoints.clean_partial(out_dir)
         run = build_env(cfg, name, seed)
@@ -402,12 +400,10 @@ def run_online(cfg: RunConfig, name: str, seed: int, out_dir: Path, resume: bool
             metrics = {k: float(v) for k, v in inner.distiller.evaluate(generate=True, held_out=True).items()}
             metrics["student_updates"] = float(inner.episode_updates)
             inner.distiller.save_student(out_dir / STUDENT_DIR)
-            from train.config import replace
             from train.model_card import write_model_card
 
-            write_model_card(out_dir / STUDENT_DIR, replace(online_config(cfg, name), engine={"seed": seed}),
-                             f"online-{name}", f"arkd distill --online {name} --config config.yaml", run.steps,
-                             metrics)
+            write_model_card(out_dir / STUDENT_DIR, played, f"online-{name}",
+                             f"arkd distill --online {name} --config config.yaml", run.steps, metrics)
             from agents.registry import save_agent
 
             save_agent(model, out_dir / POLICY_FILE)
