@@ -106,6 +106,9 @@ class KeyedConfig:
     answer_words: int = help_field("Words per answer: 2 or 3.", default=2)
     zipf_exponent: float = help_field("s in p(answer of rank r) proportional to r^-s.", default=1.0)
     layout_seed: int = help_field("Seed of which answers each key accepts and in what order.", default=0)
+    family_size: int = help_field(
+        "Keys in a row that share their head answers and differ in their tails, named apart in the prompt "
+        "(shelf and basket); 1: every key independent. n_keys must be a multiple of it.", default=1)
     deterministic_share: float = help_field(
         "Share of the examples drawn from the deterministic list tasks (copy, reverse, sort, increment).",
         default=0.25)
@@ -125,6 +128,8 @@ class KeyedConfig:
         check(self.answer_words in (2, 3), "data.keyed.answer_words", self.answer_words, "must be 2 or 3")
         check(0 <= self.zipf_exponent <= 4, "data.keyed.zipf_exponent", self.zipf_exponent, "must lie in [0, 4]")
         check_seeds("data.keyed.layout_seed", self.layout_seed)
+        check(1 <= self.family_size <= self.n_keys and self.n_keys % self.family_size == 0,
+              "data.keyed.family_size", self.family_size, f"must divide n_keys={self.n_keys}")
         check(0 <= self.deterministic_share < 1, "data.keyed.deterministic_share", self.deterministic_share,
               "must lie in [0, 1)")
         share = self.teacher_deterministic_share

@@ -42,6 +42,23 @@ def _label(alpha: float) -> str:
     return f"α={alpha:g}"
 
 
+def parse_schedule(text: str) -> tuple[float, float, float]:
+    """``"A/B@F"``: α = A for the first fraction F of the updates, then B."""
+    try:
+        alphas, fraction = text.split("@")
+        first, second = (float(a) for a in alphas.split("/"))
+        share = float(fraction)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--schedules {text!r}: expected A/B@F, e.g. 1/0@0.75") from None
+    if not (0 <= first <= 1 and 0 <= second <= 1 and 0 < share < 1):
+        raise argparse.ArgumentTypeError(f"--schedules {text!r}: A and B must lie in [0, 1], F in (0, 1)")
+    return first, second, share
+
+
+def _schedule_label(schedule: tuple[float, float, float]) -> str:
+    return f"α={schedule[0]:g}→{schedule[1]:g}@{schedule[2]:g}"
+
+
 def _build(preset: str, overrides: list[str], instance: str | None = None) -> tuple[Any, Distiller]:
     cfg = load_preset(preset, overrides).engine
     if instance is not None:
@@ -49,19 +66,28 @@ def _build(preset: str, overrides: list[str], instance: str | None = None) -> tu
     return cfg, Distiller.from_config(cfg)
 
 
-def _run_seed(job: tuple[str, list[str], str | None, int, list[float]]) -> list[dict[str, Any]]:
-    """Every weighting of one seed, from that seed's initial student; one row per weighting, "start" first."""
-    preset, overrides, instance, seed, alphas = job
+Job = tuple[str, list[str], str | None, int, list[float], list[tuple[float, float, float]]]
+
+
+def _run_seed(job: Job) -> list[dict[str, Any]]:
+    """Every weighting of one seed, from that seed's initial student; one row per weighting, "start" first.
+    A schedule spends the same ``total_updates`` as a constant, in two phases."""
+    preset, overrides, instance, seed, alphas, schedules = job
     cfg, distiller = _build(preset, overrides, instance)
     initial = distiller.initial_state(seed)
+    plans: list[tuple[str, list[tuple[float, int]]]] = [("start", [])]
+    plans += [(_label(a), [(a, cfg.total_updates)]) for a in alphas]
+    for schedule in schedules:
+        first = round(schedule[2] * cfg.total_updates)
+        plans.append((_schedule_label(schedule), [(schedule[0], first), (schedule[1], cfg.total_updates - first)]))
     rows = []
-    for alpha in (None, *alphas):
+    for label, phases in plans:
         distiller.restore(initial)
         began = time.perf_counter()
-        if alpha is not None:
-            distiller.train_steps({"fkl": alpha, "rkl": 1.0 - alpha}, cfg.total_updates)
+        for alpha, updates in phases:
+            distiller.train_steps({"fkl": alpha, "rkl": 1.0 - alpha}, updates)
         metrics = distiller.evaluate(generate=True)
-        rows.append({"instance": instance, "seed": seed, "policy": "start" if alpha is None else _label(alpha),
+        rows.append({"instance": instance, "seed": seed, "policy": label,
                      "seconds": time.perf_counter() - began, **{c: metrics.get(c) for c in COLUMNS}})
     return rows
 
@@ -73,14 +99,14 @@ def _print_rows(rows: list[dict[str, Any]]) -> None:
               + f" | {row['seconds']:.0f} |", flush=True)
 
 
-def _print_pair(rows: list[dict[str, Any]], first: float, second: float) -> None:
+def _print_pair(rows: list[dict[str, Any]], first: str, second: str) -> None:
     """Per metric: mean and std over runs (instance × seed) of (first - second), and its paired 95% interval."""
     by = {(r["instance"] or "", r["seed"], r["policy"]): r for r in rows}
     seeds = sorted({(r["instance"] or "", r["seed"]) for r in rows})
-    print(f"\npaired {_label(first)} − {_label(second)} over {len(seeds)} runs:", flush=True)
+    print(f"\npaired {first} − {second} over {len(seeds)} runs:", flush=True)
     for column in COLUMNS:
-        a = [by[(*s, _label(first))][column] for s in seeds]
-        b = [by[(*s, _label(second))][column] for s in seeds]
+        a = [by[(*s, first)][column] for s in seeds]
+        b = [by[(*s, second)][column] for s in seeds]
         if any(v is None for v in a + b):
             continue
         interval = paired_difference_ci(a, b)
@@ -96,15 +122,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[300, 301])
     parser.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.0, 0.5],
                         help="constant FKL shares α to train with (α·FKL + (1-α)·RKL)")
-    parser.add_argument("--pair", type=float, nargs=2, metavar=("A", "B"),
-                        help="two of --alphas whose paired differences to summarise")
+    parser.add_argument("--schedules", type=parse_schedule, nargs="+", default=[], metavar="A/B@F",
+                        help="two-phase weightings: α = A for the first fraction F of the updates, then B")
+    parser.add_argument("--pair", type=float, nargs=2, metavar=("A", "B"), action="append", default=[],
+                        help="two of --alphas whose paired differences to summarise (repeatable)")
+    parser.add_argument("--pair-schedule", nargs=2, metavar=("A/B@F", "ALPHA"), action="append", default=[],
+                        help="a schedule of --schedules against a constant of --alphas, paired (repeatable)")
     parser.add_argument("--instances", nargs="+", default=[None],
                         help="instances of the shipped keyed set to probe (default: the preset's own task)")
     parser.add_argument("--workers", type=int, default=1, help="seeds run in this many processes at once")
     parser.add_argument("--out", help="write every row, and the resolved overrides, to this JSON file")
     args = parser.parse_args(argv)
-    if args.pair and not set(args.pair) <= set(args.alphas):
-        parser.error(f"--pair {args.pair[0]:g} {args.pair[1]:g}: both must be among --alphas")
+    for pair in args.pair:
+        if not set(pair) <= set(args.alphas):
+            parser.error(f"--pair {pair[0]:g} {pair[1]:g}: both must be among --alphas")
+    schedule_pairs = []
+    for text, alpha in args.pair_schedule:
+        schedule, constant = parse_schedule(text), float(alpha)
+        if schedule not in args.schedules or constant not in args.alphas:
+            parser.error(f"--pair-schedule {text} {alpha}: the schedule must be among --schedules and the "
+                         f"constant among --alphas")
+        schedule_pairs.append((_schedule_label(schedule), _label(constant)))
 
     start = time.perf_counter()
     # The parent builds (and caches) the teacher once, so workers only load it.
@@ -117,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k} {v:.3f}" for k, v in teacher.items()), flush=True)
     print("| instance | seed | policy | " + " | ".join(COLUMNS) + " | s |", flush=True)
     print("|" + "---|" * (len(COLUMNS) + 4), flush=True)
-    jobs = [(args.preset, args.overrides, instance, seed, args.alphas)
+    jobs: list[Job] = [(args.preset, args.overrides, instance, seed, args.alphas, args.schedules)
             for instance in args.instances for seed in args.seeds]
     rows: list[dict[str, Any]] = []
     if args.workers > 1:
@@ -131,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             seed_rows = _run_seed(job)
             _print_rows(seed_rows)
             rows += seed_rows
-    if args.pair:
-        _print_pair(rows, *args.pair)
+    for first, second in [(_label(a), _label(b)) for a, b in args.pair] + schedule_pairs:
+        _print_pair(rows, first, second)
     print(f"total {time.perf_counter() - start:.0f} s", flush=True)
     if args.out:
         atomic_write_text(args.out, json.dumps({"preset": args.preset, "overrides": args.overrides,

@@ -13,6 +13,7 @@ import torch
 
 from arkd_env import losses
 from arkd_env.assets.data import TokenizedExample, collate, keyed_records
+from arkd_env.assets.keyed import KeyedTaskSpec, keyed_prompts
 from arkd_env.config import DataConfig, KeyedConfig
 from arkd_env.eval.answers import sequence_log_probs
 from arkd_env.eval.exact import exact_scores
@@ -91,6 +92,42 @@ def test_on_a_bimodal_target_forward_kl_spreads_and_reverse_kl_collapses() -> No
     assert forward.tail_recall == pytest.approx(1 / 9 / (1 / 3), abs=0.02)  # q(a2 b2) = 1/9 of a true 1/3
     assert reverse.validity_mass > 0.99 and reverse.tail_recall < 0.05
     assert forward.tail_recall > reverse.tail_recall and reverse.validity_mass > forward.validity_mass
+
+
+def test_a_student_blind_to_the_member_of_a_family_trades_validity_for_the_tail() -> None:
+    """The family layout's premise with ARKD's own losses: one answer distribution for all four members of a
+    family (a student that reads the shelf but not the basket), fitted to the members' true distributions.
+    FKL reaches their arithmetic mean: the shared head plus every member's tail, of which each member finds
+    only its own valid (validity 0.612 + 0.388/4 = 0.709, tail recall 1/4). RKL reaches their geometric mean:
+    the shared head alone, valid but tail-less."""
+    spec = KeyedTaskSpec(n_keys=4, modes_per_key=6, family_size=4)
+    family = keyed_prompts(spec)
+    outcomes = list(dict.fromkeys(a for prompt in family for a in prompt.answers))  # 2 shared + 4 × 4 own
+    eps = 1e-4  # a softmax teacher leaves a little mass on every other answer
+    teacher = torch.tensor([[prompt.distribution.get(a, eps) for a in outcomes] for prompt in family]).log()
+
+    def fit(weights: dict[str, float]) -> list[Any]:
+        logits = torch.zeros(len(outcomes), requires_grad=True)
+        optimizer = torch.optim.Adam([logits], lr=0.05)
+        for _ in range(1500):
+            shared = torch.log_softmax(logits, -1).expand(len(family), -1)
+            loss, _ = losses.mixed_divergence(shared, teacher, weights)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        q = dict(zip(outcomes, torch.softmax(logits.detach(), -1).tolist(), strict=True))
+        return [exact_scores(prompt.distribution, {a: q[a] for a in prompt.answers}, prompt.head)
+                for prompt in family]
+
+    forward, reverse = fit({"fkl": 1.0}), fit({"rkl": 1.0})
+    head_mass = sum(family[0].probabilities[:2])
+    geometric = torch.softmax(teacher.mean(0), -1)  # the RKL optimum; the teacher's eps gives tails a trace
+    for prompt, f, r in zip(family, forward, reverse, strict=True):
+        assert f.validity_mass == pytest.approx(head_mass + (1 - head_mass) / 4, abs=0.01)
+        assert f.tail_recall == pytest.approx(1 / 4, abs=0.01)
+        own = sum(float(geometric[outcomes.index(a)]) for a in prompt.answers)
+        assert r.validity_mass == pytest.approx(own, abs=0.002) and own > 0.98
+        assert r.tail_recall < 0.02 and min(r.head_recall, f.head_recall) > 0.99  # both keep the shared head
 
 
 def test_a_keyed_env_rewards_the_gain_in_exact_score() -> None:

@@ -186,9 +186,30 @@ def test_a_word_by_word_model_puts_hand_computed_mass_on_invalid_answers() -> No
         ({"word_pools": (("big", "small"), ("cup", "two cups"))}, r"word_pools\[1\]: 'two cups' is not a word"),
         ({"word_pools": (("big", "small", "big"), ("cup", "bowl"))}, r"word_pools\[0\]: 'big' occurs more"),
         ({"word_pools": (("big", "small"), ("cup",))}, r"modes_per_key=2: the pool of slot 1 has only 1 words"),
+        ({"n_keys": 3, "family_size": 2}, r"KeyedTaskSpec\.n_keys=3: must be a multiple of family_size=2"),
+        ({"n_keys": 4, "modes_per_key": 8, "family_size": 4},
+         r"family_size=4: a family needs 26 distinct words per slot \(2 shared answers and 6 of each"),
+        ({"family_size": 0}, r"KeyedTaskSpec\.family_size=0: must be at least 1"),
     ],
 )
 def test_bad_specs_are_refused_naming_the_field(kwargs: dict[str, object], message: str) -> None:
     base: dict[str, object] = {"n_keys": 1, "modes_per_key": 2}
     with pytest.raises(ValueError, match=message):
         KeyedTaskSpec(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+def test_family_members_share_the_head_and_nothing_else() -> None:
+    spec = KeyedTaskSpec(n_keys=8, modes_per_key=6, family_size=4)
+    prompts = keyed_prompts(spec)
+    assert spec.shared_answers() == 2 and spec.family_words() == 18
+    for family in (prompts[:4], prompts[4:]):
+        heads = {p.head for p in family}
+        assert len(heads) == 1 and all(p.answers[:2] == p.head for p in family)
+        words = [w for p in family for a in p.tail for w in enumerate(a.split())]
+        words += [w for a in family[0].head for w in enumerate(a.split())]
+        assert len(words) == len(set(words)) == 2 * 18  # no word twice in one slot of a family
+    assert prompts[0].head != prompts[4].head
+    assert prompts[6].instruction == "Name a pair from shelf 1 basket 2."
+    assert prompts == keyed_prompts(KeyedTaskSpec(n_keys=8, modes_per_key=6, family_size=4))
+    # Families leave the independent layout of the same seed as it was.
+    assert keyed_prompts(KeyedTaskSpec(n_keys=8, modes_per_key=6))[0].instruction == "Name a pair from basket 0."

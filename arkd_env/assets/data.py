@@ -125,7 +125,8 @@ def keyed_spec(cfg: DataConfig) -> Any:
 
     k = cfg.keyed
     return KeyedTaskSpec(n_keys=k.n_keys, modes_per_key=k.modes_per_key, zipf_exponent=k.zipf_exponent,
-                         answer_words=k.answer_words, seed=k.layout_seed)
+                         answer_words=k.answer_words, seed=k.layout_seed,
+                         family_size=k.family_size)
 
 
 def student_keys(cfg: DataConfig) -> range:

@@ -16,6 +16,16 @@ words in other combinations, and every key has its own valid set (the layout red
 an earlier key's), so what is valid, and how likely, can only be read from the key. ``n_keys`` is the knob
 for how much the student has to condition on.
 
+**Families** (``family_size > 1``). Consecutive keys form families of ``family_size`` members that share
+their head answers (the same strings at the same ranks) while each member has tail answers of its own, and
+no word occurs in the same slot of two answers of one family. The prompt names the family and the member
+apart ("Name a pair from shelf 1 basket 2."), so a student that reads the family but not yet the member
+sees one context where the truth has ``family_size``. Over those aliased contexts the forward-KL optimum
+is their arithmetic mean (every member's tail: valid for one member only), the reverse-KL optimum their
+normalised geometric mean (only the answers valid for all: the shared head). Validity and tail recall then
+move in opposite directions with the weighting, which the default layout, whose keys overlap only by
+chance, does not guarantee.
+
 **True distribution.** Per key, Zipf over its ranked answers, ``p(a_r) = r^-s / sum_j j^-s``, and the
 *head* is the shortest most-likely-first prefix whose mass reaches one half, as in the synthetic suite.
 Since ``p`` is non-increasing, the first ``K - 1`` of ``K >= 2`` answers hold at least half the mass, so
@@ -76,7 +86,8 @@ class KeyedTaskSpec:
 
     ``word_pools`` holds one pool per answer slot (``answer_words`` of them); ``None`` takes the last
     ``answer_words`` of :data:`DEFAULT_POOLS`. ``seed`` fixes which answers each key accepts and in what
-    order; the draws of training examples take their own seed (:func:`generate_keyed`).
+    order; the draws of training examples take their own seed (:func:`generate_keyed`). ``family_size``
+    keys in a row share their head answers (module docstring, "Families"); 1 makes every key independent.
     """
 
     n_keys: int = 8
@@ -85,15 +96,18 @@ class KeyedTaskSpec:
     answer_words: int = 2
     word_pools: tuple[tuple[str, ...], ...] | None = None
     seed: int = 0
+    family_size: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("n_keys", "modes_per_key", "answer_words", "seed"):
+        for name in ("n_keys", "modes_per_key", "answer_words", "seed", "family_size"):
             value = getattr(self, name)
             # bool is an int subclass, and True keys or modes are a typo, not a size.
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"KeyedTaskSpec.{name}={value!r}: must be an integer")
         if self.n_keys < 1:
             raise ValueError(f"KeyedTaskSpec.n_keys={self.n_keys}: must be at least 1")
+        if self.family_size < 1:
+            raise ValueError(f"KeyedTaskSpec.family_size={self.family_size}: must be at least 1")
         if self.modes_per_key < 2:
             raise ValueError(f"KeyedTaskSpec.modes_per_key={self.modes_per_key}: must be at least 2, "
                              f"or there is no tail and no mode to drop")
@@ -103,6 +117,9 @@ class KeyedTaskSpec:
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
             raise ValueError(f"KeyedTaskSpec.zipf_exponent={s!r}: must be a finite number >= 0")
         self._check_pools()
+        if self.family_size > 1:
+            self._check_families()
+            return
         capacity = self.layout_capacity()
         if self.n_keys > capacity:
             raise ValueError(f"KeyedTaskSpec.n_keys={self.n_keys}: these pools allow only {capacity} distinct "
@@ -129,6 +146,28 @@ class KeyedTaskSpec:
             if len(pool) < self.modes_per_key:
                 raise ValueError(f"KeyedTaskSpec.modes_per_key={self.modes_per_key}: the pool of slot {j} "
                                  f"has only {len(pool)} words")
+
+    def _check_families(self) -> None:
+        if self.n_keys % self.family_size:
+            raise ValueError(f"KeyedTaskSpec.n_keys={self.n_keys}: must be a multiple of "
+                             f"family_size={self.family_size}")
+        needed = self.family_words()
+        short = [j for j, pool in enumerate(self.pools) if len(pool) < needed]
+        if short:
+            raise ValueError(f"KeyedTaskSpec.family_size={self.family_size}: a family needs {needed} distinct "
+                             f"words per slot ({self.shared_answers()} shared answers and "
+                             f"{self.modes_per_key - self.shared_answers()} of each member's own), the pool of "
+                             f"slot {short[0]} has {len(self.pools[short[0]])}")
+
+    def shared_answers(self) -> int:
+        """How many answers the members of a family share: the head of the Zipf law (all but the first
+        ``shared_answers()`` ranks are each member's own)."""
+        probabilities = zipf_probabilities(self.modes_per_key, self.zipf_exponent)
+        return len(head_of({str(r): p for r, p in enumerate(probabilities)}))
+
+    def family_words(self) -> int:
+        """Distinct words a family uses in each slot: the shared answers' and every member's tail's."""
+        return self.shared_answers() + self.family_size * (self.modes_per_key - self.shared_answers())
 
     @property
     def pools(self) -> tuple[tuple[str, ...], ...]:
@@ -172,19 +211,30 @@ class KeyedPrompt:
         return f"{KEYED_TASK}_{self.key}"
 
 
-def instruction_for(key: int, answer_words: int) -> str:
-    """The instruction of ``key``, e.g. ``"Name a pair from basket 1 2."`` for key 12 and two-word answers."""
-    return f"Name a {_ANSWER_NOUN[answer_words]} from basket {' '.join(str(key))}."
+def instruction_for(key: int, answer_words: int, family_size: int = 1) -> str:
+    """The instruction of ``key``, e.g. ``"Name a pair from basket 1 2."`` for key 12 and two-word answers,
+    or ``"Name a pair from shelf 3 basket 0."`` for the same key in families of 4."""
+    noun = _ANSWER_NOUN[answer_words]
+    if family_size == 1:
+        return f"Name a {noun} from basket {' '.join(str(key))}."
+    family, member = divmod(key, family_size)
+    return f"Name a {noun} from shelf {' '.join(str(family))} basket {' '.join(str(member))}."
 
 
-@cache
-def keyed_prompts(spec: KeyedTaskSpec) -> tuple[KeyedPrompt, ...]:
-    """Every key of ``spec`` with its prompt, valid answers, true probabilities and head (key order)."""
-    rng = random.Random(spec.seed)
-    probabilities = zipf_probabilities(spec.modes_per_key, spec.zipf_exponent)
+def _family_answers(spec: KeyedTaskSpec, rng: random.Random) -> list[tuple[str, ...]]:
+    """The ranked answers of every member of one family: the shared head first, then the member's own."""
+    shared, own = spec.shared_answers(), spec.modes_per_key - spec.shared_answers()
+    columns = [rng.sample(pool, spec.family_words()) for pool in spec.pools]
+    answers = [" ".join(words) for words in zip(*columns, strict=True)]
+    return [(*answers[:shared], *answers[shared + m * own: shared + (m + 1) * own])
+            for m in range(spec.family_size)]
+
+
+def _independent_answers(spec: KeyedTaskSpec, rng: random.Random) -> list[tuple[str, ...]]:
+    """The ranked answers of every key, each key's valid set distinct from every earlier one's."""
     seen: set[frozenset[str]] = set()
-    prompts: list[KeyedPrompt] = []
-    for key in range(spec.n_keys):
+    layout: list[tuple[str, ...]] = []
+    for _ in range(spec.n_keys):
         # Rejection terminates because __post_init__ checked n_keys against the number of distinct sets; far
         # below that number (as for the defaults) a redraw is rare.
         while True:
@@ -193,9 +243,23 @@ def keyed_prompts(spec: KeyedTaskSpec) -> tuple[KeyedPrompt, ...]:
             if frozenset(answers) not in seen:
                 break
         seen.add(frozenset(answers))
-        head = head_of(dict(zip(answers, probabilities, strict=True)))
-        prompts.append(KeyedPrompt(key, instruction_for(key, spec.answer_words), answers, probabilities, head))
-    return tuple(prompts)
+        layout.append(answers)
+    return layout
+
+
+@cache
+def keyed_prompts(spec: KeyedTaskSpec) -> tuple[KeyedPrompt, ...]:
+    """Every key of ``spec`` with its prompt, valid answers, true probabilities and head (key order)."""
+    rng = random.Random(spec.seed)
+    probabilities = zipf_probabilities(spec.modes_per_key, spec.zipf_exponent)
+    if spec.family_size == 1:
+        layout = _independent_answers(spec, rng)
+    else:
+        # Members of one family differ in their tails, so their valid sets are distinct by construction.
+        layout = [answers for _ in range(spec.n_keys // spec.family_size) for answers in _family_answers(spec, rng)]
+    return tuple(KeyedPrompt(key, instruction_for(key, spec.answer_words, spec.family_size), answers,
+                             probabilities, head_of(dict(zip(answers, probabilities, strict=True))))
+                 for key, answers in enumerate(layout))
 
 
 def generate_keyed(spec: KeyedTaskSpec, num_examples: int, seed: int,
