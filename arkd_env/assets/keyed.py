@@ -22,9 +22,9 @@ no word occurs in the same slot of two answers of one family. The prompt names t
 apart ("Name a pair from shelf 1 basket 2."), so a student that reads the family but not yet the member
 sees one context where the truth has ``family_size``. Over those aliased contexts the forward-KL optimum
 is their arithmetic mean (every member's tail: valid for one member only), the reverse-KL optimum their
-normalised geometric mean (only the answers valid for all: the shared head). Validity and tail recall then
-move in opposite directions with the weighting, which the default layout, whose keys overlap only by
-chance, does not guarantee.
+normalised geometric mean (only the answers valid for all: the shared head). For such a student validity
+and tail recall move in opposite directions with the weighting; a student that tells the members apart
+meets neither limit (docs/results.md, design 4, measures where a trained one stands).
 
 **True distribution.** Per key, Zipf over its ranked answers, ``p(a_r) = r^-s / sum_j j^-s``, and the
 *head* is the shortest most-likely-first prefix whose mass reaches one half, as in the synthetic suite.
@@ -223,8 +223,9 @@ def instruction_for(key: int, answer_words: int, family_size: int = 1) -> str:
 
 def _family_answers(spec: KeyedTaskSpec, rng: random.Random) -> list[tuple[str, ...]]:
     """The ranked answers of every member of one family: the shared head first, then the member's own."""
-    shared, own = spec.shared_answers(), spec.modes_per_key - spec.shared_answers()
-    columns = [rng.sample(pool, spec.family_words()) for pool in spec.pools]
+    shared = spec.shared_answers()
+    own = spec.modes_per_key - shared
+    columns = [rng.sample(pool, shared + spec.family_size * own) for pool in spec.pools]
     answers = [" ".join(words) for words in zip(*columns, strict=True)]
     return [(*answers[:shared], *answers[shared + m * own: shared + (m + 1) * own])
             for m in range(spec.family_size)]
