@@ -107,8 +107,13 @@ class KeyedConfig:
     zipf_exponent: float = help_field("s in p(answer of rank r) proportional to r^-s.", default=1.0)
     layout_seed: int = help_field("Seed of which answers each key accepts and in what order.", default=0)
     family_size: int = help_field(
-        "Keys in a row that share their head answers and differ in their tails, named apart in the prompt "
-        "(shelf and basket); 1: every key independent. n_keys must be a multiple of it.", default=1)
+        "Keys in a row (at most 8) that share their head answers and differ in their tails, named apart in the "
+        "prompt (shelf digits, basket ordinal); 1: every key independent. n_keys must be a multiple of it.",
+        default=1)
+    member_blind: bool = help_field(
+        "The student cannot tell a family's members apart: its input embeddings of the member names are tied "
+        "and stay tied through training, while the teacher reads them apart (a student short of a distinction "
+        "its teacher makes). Needs family_size > 1.", default=False)
     deterministic_share: float = help_field(
         "Share of the examples drawn from the deterministic list tasks (copy, reverse, sort, increment).",
         default=0.25)
@@ -130,6 +135,9 @@ class KeyedConfig:
         check_seeds("data.keyed.layout_seed", self.layout_seed)
         check(1 <= self.family_size <= self.n_keys and self.n_keys % self.family_size == 0,
               "data.keyed.family_size", self.family_size, f"must divide n_keys={self.n_keys}")
+        check(self.family_size <= 8, "data.keyed.family_size", self.family_size, "must be at most 8")
+        check(not self.member_blind or self.family_size > 1, "data.keyed.member_blind", self.member_blind,
+              "needs data.keyed.family_size > 1: without families there are no members to confuse")
         check(0 <= self.deterministic_share < 1, "data.keyed.deterministic_share", self.deterministic_share,
               "must lie in [0, 1)")
         share = self.teacher_deterministic_share

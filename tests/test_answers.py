@@ -178,3 +178,36 @@ def test_a_warm_started_student_learns_another_layout_and_repeats_by_seed() -> N
     assert not all(torch.equal(v, cold.state_dict()[k]) for k, v in first.state_dict().items())
     with pytest.raises(ConfigError, match=r"a student warm start is defined for data\.source=keyed only"):
         warm_start_examples(load_preset("nano", ["engine.student.pretrain_steps=3"]).engine, assets.tokenizer)
+
+
+def test_a_member_blind_student_gives_every_member_the_same_answers_and_shares_the_teacher() -> None:
+    """``data.keyed.member_blind``: after training, the student's probability of any answer is the same under
+    every member's prompt of a family (the teacher's is not), and the teacher is the one of the sighted layout."""
+    import dataclasses
+
+    from arkd_env.assets.build import teacher_cache_dir
+    from arkd_env.assets.data import student_prompts
+    from arkd_env.config import ConfigError, load_preset
+    from arkd_env.engine import Distiller
+    from arkd_env.eval.answers import AnswerSet, sequence_log_probs
+
+    keyed = "engine.data.keyed={n_keys: 4, modes_per_key: 4, family_size: 2, member_blind: true}"
+    cfg = load_preset("nano", ["engine.data.source=keyed", keyed, "engine.student.pretrain_steps=2",
+                               "engine.student.pretrain_batch_size=4"]).engine
+    sighted = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, keyed=dataclasses.replace(cfg.data.keyed, member_blind=False)))
+    assert teacher_cache_dir(cfg) == teacher_cache_dir(sighted)
+    engine = Distiller.from_config(cfg, torch.device("cpu"))
+    engine.train_steps({"fkl": 1.0}, 4)
+    first, second = student_prompts(cfg.data)[:2]
+    # The second member's prompt asked for the first member's answers: only the prompt differs.
+    swapped = dataclasses.replace(second, answers=first.answers)
+    answers = AnswerSet.build([first, swapped], engine.tokenizer, cfg.data, batch_size=64)
+    n = len(first.answers)
+    with torch.no_grad():
+        student = sequence_log_probs(engine.student.eval(), answers.batches[0], engine.vocab_size)
+        teacher = sequence_log_probs(engine.teacher, answers.batches[0], engine.vocab_size)
+    assert torch.equal(student[:n], student[n:])
+    assert not torch.allclose(teacher[:n], teacher[n:], atol=1e-3)
+    with pytest.raises(ConfigError, match=r"data\.keyed\.member_blind=True: needs data\.keyed\.family_size > 1"):
+        load_preset("nano", ["engine.data.source=keyed", "engine.data.keyed={n_keys: 4, member_blind: true}"])

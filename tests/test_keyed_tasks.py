@@ -189,7 +189,8 @@ def test_a_word_by_word_model_puts_hand_computed_mass_on_invalid_answers() -> No
         ({"n_keys": 3, "family_size": 2}, r"KeyedTaskSpec\.n_keys=3: must be a multiple of family_size=2"),
         ({"n_keys": 4, "modes_per_key": 8, "family_size": 4},
          r"family_size=4: a family needs 26 distinct words per slot \(2 shared answers and 6 of each"),
-        ({"family_size": 0}, r"KeyedTaskSpec\.family_size=0: must be at least 1"),
+        ({"family_size": 0}, r"KeyedTaskSpec\.family_size=0: must lie in \[1, 8\], one member name each"),
+        ({"n_keys": 9, "family_size": 9}, r"KeyedTaskSpec\.family_size=9: must lie in \[1, 8\]"),
     ],
 )
 def test_bad_specs_are_refused_naming_the_field(kwargs: dict[str, object], message: str) -> None:
@@ -209,7 +210,7 @@ def test_family_members_share_the_head_and_nothing_else() -> None:
         words += [w for a in family[0].head for w in enumerate(a.split())]
         assert len(words) == len(set(words)) == 2 * 18  # no word twice in one slot of a family
     assert prompts[0].head != prompts[4].head
-    assert prompts[6].instruction == "Name a pair from shelf 1 basket 2."
+    assert prompts[6].instruction == "Name a pair from the third basket on shelf 1."
     assert prompts == keyed_prompts(KeyedTaskSpec(n_keys=8, modes_per_key=6, family_size=4))
     # Families leave the independent layout of the same seed as it was.
     assert keyed_prompts(KeyedTaskSpec(n_keys=8, modes_per_key=6))[0].instruction == "Name a pair from basket 0."

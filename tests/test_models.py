@@ -389,3 +389,31 @@ def test_smollm2_gguf_teacher_offline(tmp_path: Path) -> None:
     assert student.config.num_hidden_layers == 2
     with torch.no_grad():
         assert student(**ids).logits.shape == out.shape
+
+
+def test_tied_input_rows_stay_equal_through_adamw_and_make_their_tokens_indistinguishable() -> None:
+    model = build(llama_arch(tied=True)).train()
+    M.tie_input_rows(model, [3, 5, 3])
+    weight = model.get_input_embeddings().weight
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        # Token 3 only, so the two rows' own gradients differ and only the hook keeps them together.
+        ids = torch.randint(6, VOCAB, (4, 8), generator=gen)
+        ids[:, 2] = 3
+        loss = torch.nn.functional.cross_entropy(model(input_ids=ids).logits[:, :-1].flatten(0, 1),
+                                                 ids[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.equal(weight[3], weight[5]) and not torch.equal(weight[3], weight[4])
+    model.eval()
+    ids = torch.randint(6, VOCAB, (1, 6), generator=gen)
+    ids[0, 1] = 3
+    other = ids.clone()
+    other[0, 1] = 5
+    assert torch.equal(logits(model, ids, torch.ones_like(ids)), logits(model, other, torch.ones_like(ids)))
+    with pytest.raises(ValueError, match=r"token_ids=\[3\]: need at least two distinct rows"):
+        M.tie_input_rows(model, [3])
+    with pytest.raises(ValueError, match=r"token_ids=\[3, 999\]"):
+        M.tie_input_rows(model, [3, 999])

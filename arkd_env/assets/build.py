@@ -261,10 +261,27 @@ def load_assets(cfg: EngineConfig, device: torch.device) -> Assets:
                   new_student=new_student)
 
 
+def member_token_ids(cfg: EngineConfig, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The token of each member name of the keyed families (``data.keyed.member_blind`` ties their embeddings)."""
+    from arkd_env.assets.keyed import MEMBER_NAMES
+
+    ids: list[int] = []
+    for name in MEMBER_NAMES[: cfg.data.keyed.family_size]:
+        tokens = tokenizer(name, add_special_tokens=False)["input_ids"]
+        if len(tokens) != 1:
+            raise ConfigError(f"data.keyed.member_blind=True: the tokenizer splits the member name {name!r} into "
+                              f"{len(tokens)} tokens; a blind student needs one token per member name")
+        ids.extend(tokens)
+    return ids
+
+
 def _build_student(cfg: EngineConfig, tokenizer: PreTrainedTokenizerBase, teacher: PreTrainedModel,
                    device: torch.device, warm: list[TokenizedExample], seed: int) -> PreTrainedModel:
     student = models.build_model(cfg.student, vocab_size=len(tokenizer), tokenizer=tokenizer, device=device,
                                  teacher=teacher, seed=seed)
+    if cfg.data.source == "keyed" and cfg.data.keyed.member_blind:
+        # Blind from the first step, warm start included: the student never had a way to tell members apart.
+        models.tie_input_rows(student, member_token_ids(cfg, tokenizer))
     if warm:  # the same seed gives the same warm student: initialisation and example order both follow it
         pretrain(student, warm, pad_token_id(tokenizer), cfg.student.pretrain_steps, cfg.student.pretrain_lr,
                  cfg.student.pretrain_batch_size, device, seed, desc="warm-starting student")

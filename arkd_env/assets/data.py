@@ -147,12 +147,14 @@ def student_prompts(cfg: DataConfig) -> Any:
 
 def teacher_view(cfg: DataConfig) -> DataConfig:
     """The data as the teacher (and the tokenizer) sees it: every key of the layout, at the teacher's share of
-    list tasks. Students that differ only in their keys or share (instances) then share one teacher."""
+    list tasks, members told apart. Students that differ only in their keys, share or blindness (instances)
+    then share one teacher."""
     k = cfg.keyed
-    if k.student_keys is None and k.teacher_deterministic_share is None:
+    if k.student_keys is None and k.teacher_deterministic_share is None and not k.member_blind:
         return cfg
     share = k.deterministic_share if k.teacher_deterministic_share is None else k.teacher_deterministic_share
-    keyed = dataclasses.replace(k, student_keys=None, deterministic_share=share, teacher_deterministic_share=None)
+    keyed = dataclasses.replace(k, student_keys=None, deterministic_share=share, teacher_deterministic_share=None,
+                                member_blind=False)
     return dataclasses.replace(cfg, keyed=keyed)
 
 

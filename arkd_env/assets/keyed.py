@@ -18,13 +18,14 @@ for how much the student has to condition on.
 
 **Families** (``family_size > 1``). Consecutive keys form families of ``family_size`` members that share
 their head answers (the same strings at the same ranks) while each member has tail answers of its own, and
-no word occurs in the same slot of two answers of one family. The prompt names the family and the member
-apart ("Name a pair from shelf 1 basket 2."), so a student that reads the family but not yet the member
-sees one context where the truth has ``family_size``. Over those aliased contexts the forward-KL optimum
-is their arithmetic mean (every member's tail: valid for one member only), the reverse-KL optimum their
-normalised geometric mean (only the answers valid for all: the shared head). For such a student validity
-and tail recall move in opposite directions with the weighting; a student that tells the members apart
-meets neither limit (docs/results.md, design 4, measures where a trained one stands).
+no word occurs in the same slot of two answers of one family. The prompt names the family by its digits and
+the member by an ordinal word ("Name a pair from the third basket on shelf 1."), so a student that reads the
+family but not the member sees one context where the truth has ``family_size``; a student given one input
+embedding for every ordinal (``data.keyed.member_blind``, :data:`MEMBER_NAMES`) never sees more. Over those
+aliased contexts the forward-KL optimum is their arithmetic mean (every member's tail: valid for one member
+only), the reverse-KL optimum their normalised geometric mean (only the answers valid for all: the shared
+head). For such a student validity and tail recall move in opposite directions with the weighting; a
+student that tells the members apart meets neither limit (docs/results.md, designs 4 and 5, measure both).
 
 **True distribution.** Per key, Zipf over its ranked answers, ``p(a_r) = r^-s / sum_j j^-s``, and the
 *head* is the shortest most-likely-first prefix whose mass reaches one half, as in the synthetic suite.
@@ -76,6 +77,10 @@ NOUNS: tuple[str, ...] = (
 )
 DEFAULT_POOLS: tuple[tuple[str, ...], ...] = (ADJECTIVES, MATERIALS, NOUNS)
 
+# A family's members are named by words of their own, not by digits that also spell the family, so that a
+# student's view of the member is one set of tokens whose embeddings can be tied without touching the family's.
+MEMBER_NAMES: tuple[str, ...] = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
+
 _ANSWER_NOUN = {2: "pair", 3: "triple"}
 _WORD = re.compile(r"[a-z]+")
 
@@ -106,8 +111,9 @@ class KeyedTaskSpec:
                 raise ValueError(f"KeyedTaskSpec.{name}={value!r}: must be an integer")
         if self.n_keys < 1:
             raise ValueError(f"KeyedTaskSpec.n_keys={self.n_keys}: must be at least 1")
-        if self.family_size < 1:
-            raise ValueError(f"KeyedTaskSpec.family_size={self.family_size}: must be at least 1")
+        if not 1 <= self.family_size <= len(MEMBER_NAMES):
+            raise ValueError(f"KeyedTaskSpec.family_size={self.family_size}: must lie in [1, {len(MEMBER_NAMES)}], "
+                             f"one member name each")
         if self.modes_per_key < 2:
             raise ValueError(f"KeyedTaskSpec.modes_per_key={self.modes_per_key}: must be at least 2, "
                              f"or there is no tail and no mode to drop")
@@ -213,12 +219,12 @@ class KeyedPrompt:
 
 def instruction_for(key: int, answer_words: int, family_size: int = 1) -> str:
     """The instruction of ``key``, e.g. ``"Name a pair from basket 1 2."`` for key 12 and two-word answers,
-    or ``"Name a pair from shelf 3 basket 0."`` for the same key in families of 4."""
+    or ``"Name a pair from the first basket on shelf 3."`` for the same key in families of 4."""
     noun = _ANSWER_NOUN[answer_words]
     if family_size == 1:
         return f"Name a {noun} from basket {' '.join(str(key))}."
     family, member = divmod(key, family_size)
-    return f"Name a {noun} from shelf {' '.join(str(family))} basket {' '.join(str(member))}."
+    return f"Name a {noun} from the {MEMBER_NAMES[member]} basket on shelf {' '.join(str(family))}."
 
 
 def _family_answers(spec: KeyedTaskSpec, rng: random.Random) -> list[tuple[str, ...]]:

@@ -115,6 +115,29 @@ def freeze(model: ModuleT) -> ModuleT:
     return model
 
 
+def tie_input_rows(model: Any, token_ids: Sequence[int]) -> None:
+    """Make ``token_ids`` indistinguishable to ``model`` for good: their input embedding rows become their mean,
+    and a gradient hook gives every one of those rows the rows' mean gradient, so that any optimizer whose
+    update is elementwise (SGD, Adam, AdamW with decay) moves them identically and they stay bit-equal."""
+    rows = sorted(set(token_ids))
+    embeddings = model.get_input_embeddings()
+    assert isinstance(embeddings, nn.Embedding), type(embeddings)
+    weight = embeddings.weight
+    if len(rows) < 2 or rows[0] < 0 or rows[-1] >= weight.shape[0]:
+        raise ValueError(f"token_ids={list(token_ids)}: need at least two distinct rows of the "
+                         f"{weight.shape[0]}-row input embedding")
+    index = torch.tensor(rows, device=weight.device)
+    with torch.no_grad():
+        weight[index] = weight[index].mean(dim=0)
+
+    def shared_gradient(grad: Tensor) -> Tensor:
+        grad = grad.clone()
+        grad[index] = grad[index].mean(dim=0)
+        return grad
+
+    weight.register_hook(shared_gradient)
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters; tied tensors (shared embedding / LM head) are counted once."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
