@@ -29,6 +29,7 @@ from arkd_env import losses
 from arkd_env.assets import models
 from arkd_env.assets.build import Assets, load_assets
 from arkd_env.assets.data import TokenizedExample, collate, collate_prompts, pad_token_id
+from arkd_env.assets.export import save_student_folder
 from arkd_env.config import ConfigError, EngineConfig
 from arkd_env.eval.answers import AnswerSet, answer_scores, as_metrics
 from arkd_env.observation import FEATURE_ROWS, batch_features
@@ -548,5 +549,7 @@ class Distiller:
                 "updates": 0, "epoch": 0, "cursor": 0, "sampling_rng": self._sampling_generator(seed).get_state()}
 
     def save_student(self, path: str | Path) -> Path:
-        """A Hugging Face folder (model + tokenizer) that ``from_pretrained`` loads."""
-        return models.save_pretrained_safe(self.student, self.tokenizer, path)
+        """A Hugging Face folder that plain ``from_pretrained`` and ``pipeline`` load and generate from as this
+        engine does (<bos>, prompt template, greedy stop at <eos>: :mod:`arkd_env.assets.export`)."""
+        return save_student_folder(self.student, self.tokenizer, path, template=self.cfg.data.prompt_template,
+                                   max_new_tokens=self.cfg.max_new_tokens)
