@@ -109,8 +109,8 @@ def test_paired_differences_by_seed() -> None:
     data = table.to_json()
     assert data["references"] == ["fkl"] and data["difference_settings"]["confidence"] == 0.95
     assert {"policy": "akl", "reference": "fkl", "metric": "val_fkl", "mean": 1.0, "low": 1.0, "high": 1.0,
-            "n": 4, "method": "t"} in [{k: pytest.approx(v) if isinstance(v, float) else v for k, v in d.items()}
-                        for d in data["differences"]]
+            "n": 4, "method": "t", "improvement": 0.0} in [  # a divergence 1 higher on every seed: never better
+        {k: pytest.approx(v) if isinstance(v, float) else v for k, v in d.items()} for d in data["differences"]]
 
 
 def test_differences_skip_missing_values_and_mark_only_clear_ones() -> None:
@@ -125,6 +125,21 @@ def test_differences_skip_missing_values_and_mark_only_clear_ones() -> None:
     assert single.mean == 2.0 and math.isnan(single.low) and single.fmt() == "+2 (one seed, no interval)"
     with pytest.raises(ValueError, match="same seeds"):
         build_table({"a": [{"rouge_l": 1.0}], "b": [{"rouge_l": 1.0}, {"rouge_l": 2.0}]}, [1, 2])
+
+
+def test_paired_wins_and_interquartile_means_reach_the_table_and_its_files() -> None:
+    # Lower divergence is better: b beats a on seeds 1 and 3, ties on 2, loses on 4.
+    results = {"a": [{"val_divergence": v} for v in (2.0, 2.0, 2.0, 1.0)],
+               "b": [{"val_divergence": v} for v in (1.0, 2.0, 1.5, 9.0)]}
+    table = build_table(results, [1, 2, 3, 4], references=["a"])
+    (diff,) = table.differences
+    assert diff.improvement == pytest.approx((2 + 0.5) / 4)
+    assert "| policy − reference | val_divergence | P(better on val_divergence) |" in table.markdown()
+    assert f"| b − a | {diff.fmt()} | 0.62 |" in table.markdown()
+    # The middle half of b's four values (1.5, 2.0) ignores the diverged 9.
+    assert table.cells["b"]["val_divergence"].iqm == pytest.approx(1.75)
+    rows = {r["policy"]: r for r in csv.DictReader(io.StringIO(table.csv()))}
+    assert float(rows["b"]["val_divergence_iqm"]) == pytest.approx(1.75)
 
 
 def test_difference_prints_rounding_residue_as_zero() -> None:

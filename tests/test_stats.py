@@ -1,4 +1,5 @@
-"""arkd_env/eval/stats.py: mean, sample std, t and percentile bootstrap intervals on inputs whose answers are known."""
+"""arkd_env/eval/stats.py: mean, sample std, t and percentile bootstrap intervals, IQM and probability of improvement
+on inputs whose answers are known."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from arkd_env.eval import stats
 from arkd_env.eval.stats import bootstrap_ci, mean, paired_difference_ci, sample_std
 
 
@@ -131,3 +133,19 @@ def test_auto_switches_to_the_bootstrap_at_thirty_pairs() -> None:
     assert paired_difference_ci(values, [0.0] * SMALL_SAMPLE).method == "bootstrap"
     with pytest.raises(ValueError, match="method='bca'"):
         chosen_method("bca", 3)
+
+
+def test_interquartile_mean_drops_a_quarter_at_each_end_by_hand() -> None:
+    # Eight values: the middle four are 3, 4, 5, 6; the diverged 1000 does not move it.
+    assert stats.interquartile_mean([1, 2, 3, 4, 5, 6, 7, 1000]) == pytest.approx(4.5)
+    assert stats.interquartile_mean([2.0, None, math.nan]) == 2.0
+    assert math.isnan(stats.interquartile_mean([]))
+
+
+def test_improvement_probability_counts_paired_wins_and_half_ties() -> None:
+    a, b = [1.0, 2.0, 3.0, 4.0, None], [0.0, 2.0, 5.0, 1.0, 9.0]
+    assert stats.improvement_probability(a, b) == pytest.approx((2 + 0.5) / 4)
+    assert stats.improvement_probability(a, b, sign=-1) == pytest.approx((1 + 0.5) / 4)
+    assert math.isnan(stats.improvement_probability([None], [1.0]))
+    with pytest.raises(ValueError, match=r"sign=0: must be \+1"):
+        stats.improvement_probability(a, b, sign=0)

@@ -48,12 +48,14 @@ class Cell:
     std: float
     n: int
     values: list[float]
+    iqm: float = math.nan  # interquartile mean, rliable's robust aggregate
 
 
 def summarize(values: Sequence[float]) -> Cell:
-    """Mean and sample standard deviation over the finite values (NaN when there are none)."""
+    """Mean, sample standard deviation and interquartile mean over the finite values (NaN when there are none)."""
     kept = [float(v) if v is not None else math.nan for v in values]
-    return Cell(stats.mean(kept), stats.sample_std(kept), int(stats.finite(kept).size), kept)
+    return Cell(stats.mean(kept), stats.sample_std(kept), int(stats.finite(kept).size), kept,
+                stats.interquartile_mean(kept))
 
 
 def _tidy(value: float) -> float:
@@ -82,6 +84,7 @@ class Difference:
     high: float
     n: int
     method: str = "bootstrap"
+    improvement: float = math.nan  # share of paired seeds on which the policy beats the reference, ties half
 
     def fmt(self) -> str:
         if self.n == 0:
@@ -138,10 +141,13 @@ class Table:
         by_pair: dict[tuple[str, str], dict[str, Difference]] = {}
         for d in chosen:
             by_pair.setdefault((d.policy, d.reference), {})[d.metric] = d
-        head = ["policy − reference", *ranked]
+        lead = ranked[0]
+        head = ["policy − reference", *ranked, f"P(better on {lead})"]
         lines = ["", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         for (policy, reference), row in by_pair.items():
             cells = [row[m].fmt() if m in row else "n/a" for m in ranked]
+            better = row[lead].improvement if lead in row else math.nan
+            cells.append("n/a" if math.isnan(better) else f"{better:.2f}")
             lines.append("| " + " | ".join([f"{policy} − {reference}", *cells]) + " |")
         level = f"{100 * self.confidence:g}%"
         methods = sorted({d.method for d in chosen if d.n > 1})
@@ -149,7 +155,9 @@ class Table:
         n = max(d.n for d in chosen)
         note = (f"\nMean paired difference over the engine seeds (same seed = same student initialisation and "
                 f"data order) [{level} {kinds}; t below {stats.SMALL_SAMPLE} pairs]; * = the interval excludes 0, "
-                f"marked only with at least {MIN_SEEDS_FOR_MARK} paired seeds.")
+                f"marked only with at least {MIN_SEEDS_FOR_MARK} paired seeds. P(better): the share of paired "
+                f"seeds on which the policy beats the reference, ties counting half (rliable's probability of "
+                f"improvement, paired).")
         if n < MIN_SEEDS_FOR_MARK:
             note += f" With {n} seeds these are descriptive, not tests."
         return "\n".join(lines) + "\n" + note + "\n"
@@ -157,12 +165,13 @@ class Table:
     def csv(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["policy", *(f"{m}_{s}" for m in self.metrics for s in ("mean", "std")), "best"])
+        writer.writerow(["policy", *(f"{m}_{s}" for m in self.metrics for s in ("mean", "std", "iqm")), "best"])
         for p in self.policies:
             row: list[Any] = [p]
             for m in self.metrics:
                 cell = self.cells[p].get(m)
-                row += ["", ""] if cell is None or cell.n == 0 else [repr(cell.mean), repr(cell.std)]
+                row += (["", "", ""] if cell is None or cell.n == 0
+                        else [repr(cell.mean), repr(cell.std), repr(cell.iqm)])
             row.append(";".join(m for m in self.metrics if self.best.get(m) == p))
             writer.writerow(row)
         return out.getvalue()
@@ -200,15 +209,16 @@ def paired_differences(results: Mapping[str, Sequence[Mapping[str, float]]], met
             raise ValueError(f"policies {policy!r} and {reference!r} ran on {len(a)} and {len(b)} seeds; "
                              "paired differences need the same seeds")
         for metric in metrics:
-            if not direction(metric):
+            sign = direction(metric)
+            if not sign:
                 continue
-            interval = stats.paired_difference_ci([r.get(metric, math.nan) for r in a],
-                                                  [r.get(metric, math.nan) for r in b],
-                                                  confidence=confidence, resamples=resamples, seed=seed)
+            mine, theirs = [r.get(metric, math.nan) for r in a], [r.get(metric, math.nan) for r in b]
+            interval = stats.paired_difference_ci(mine, theirs, confidence=confidence, resamples=resamples,
+                                                  seed=seed)
             # One pair has no spread to resample: report the difference without an interval.
             low, high = (interval.low, interval.high) if interval.n > 1 else (math.nan, math.nan)
             out.append(Difference(policy, reference, metric, interval.estimate, low, high, interval.n,
-                                  interval.method))
+                                  interval.method, stats.improvement_probability(mine, theirs, sign)))
     return out
 
 

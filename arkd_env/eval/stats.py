@@ -142,6 +142,14 @@ def paired_difference_ci(a: Sequence[float | None], b: Sequence[float | None],
     """Interval of mean(a - b) over pairs (aᵢ, bᵢ); a pair with a missing or non-finite side is dropped.
     ``a`` and ``b`` must have the same length (pair i is e.g. the same engine seed). ``method``: ``t``,
     ``bootstrap``, or ``auto`` (:func:`chosen_method`: the t interval for fewer than ``SMALL_SAMPLE`` pairs)."""
+    differences = paired_differences(a, b)
+    if chosen_method(method, len(differences)) == "t":
+        return t_interval(differences, confidence)
+    return bootstrap_ci(differences, confidence, resamples, seed)
+
+
+def paired_differences(a: Sequence[float | None], b: Sequence[float | None]) -> list[float]:
+    """aᵢ - bᵢ for every pair whose two sides are finite; ``a`` and ``b`` must have the same length."""
     if len(a) != len(b):
         raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
     differences = []
@@ -151,6 +159,25 @@ def paired_difference_ci(a: Sequence[float | None], b: Sequence[float | None],
         fx, fy = float(x), float(y)
         if math.isfinite(fx) and math.isfinite(fy):
             differences.append(fx - fy)
-    if chosen_method(method, len(differences)) == "t":
-        return t_interval(differences, confidence)
-    return bootstrap_ci(differences, confidence, resamples, seed)
+    return differences
+
+
+def interquartile_mean(values: Sequence[float | None]) -> float:
+    """The mean of the middle half of the finite values (scipy's ``trim_mean`` cutting a quarter at each end),
+    rliable's robust aggregate: less swayed than the mean by one run that diverged; NaN when there are none."""
+    from scipy.stats import trim_mean
+
+    data = finite(values)
+    return float(trim_mean(data, 0.25)) if data.size else math.nan
+
+
+def improvement_probability(a: Sequence[float | None], b: Sequence[float | None], sign: int = 1) -> float:
+    """The share of pairs in which ``a`` beats ``b`` (``sign`` = +1: higher is better, -1: lower), a tie
+    counting one half: rliable's probability of improvement, taken over paired runs instead of all pairs of
+    runs, since a pair shares its seed. NaN when no pair has both sides."""
+    if sign not in (1, -1):
+        raise ValueError(f"sign={sign!r}: must be +1 (higher is better) or -1 (lower is better)")
+    differences = np.asarray(paired_differences(a, b)) * sign
+    if differences.size == 0:
+        return math.nan
+    return float(((differences > 0).sum() + 0.5 * (differences == 0).sum()) / differences.size)
