@@ -114,6 +114,10 @@ class KeyedConfig:
         "The student cannot tell a family's members apart: its input embeddings of the member names are tied "
         "and stay tied through training, while the teacher reads them apart (a student short of a distinction "
         "its teacher makes). Needs family_size > 1.", default=False)
+    score_beta: float = help_field(
+        "beta of the exact score's F-beta between validity (precision) and recall (arkd_env/eval/exact.py): 1 "
+        "weighs them equally; 0.5 (F0.5) counts validity four times as much, as where a wrong answer costs more "
+        "than a missing one.", default=1.0)
     deterministic_share: float = help_field(
         "Share of the examples drawn from the deterministic list tasks (copy, reverse, sort, increment).",
         default=0.25)
@@ -136,6 +140,8 @@ class KeyedConfig:
         check(1 <= self.family_size <= self.n_keys and self.n_keys % self.family_size == 0,
               "data.keyed.family_size", self.family_size, f"must divide n_keys={self.n_keys}")
         check(self.family_size <= 8, "data.keyed.family_size", self.family_size, "must be at most 8")
+        check(not isinstance(self.score_beta, bool) and isinstance(self.score_beta, (int, float))
+              and 0.1 <= self.score_beta <= 10, "data.keyed.score_beta", self.score_beta, "must lie in [0.1, 10]")
         check(not self.member_blind or self.family_size > 1, "data.keyed.member_blind", self.member_blind,
               "needs data.keyed.family_size > 1: without families there are no members to confuse")
         check(0 <= self.deterministic_share < 1, "data.keyed.deterministic_share", self.deterministic_share,

@@ -408,7 +408,7 @@ class Distiller:
             metrics = self._divergences("val", self._eval_batches, self._eval_teacher)
             if self._answers is not None:
                 metrics.update(as_metrics(answer_scores(self.student, self._answers, self.vocab_size,
-                                                        self.device)))
+                                                        self.device, beta=self.cfg.data.keyed.score_beta)))
             if held_out and self._test_batches:
                 metrics.update(self._divergences("test", self._test_batches, self._test_teacher))
             if generate and self.cfg.rouge_size > 0:

@@ -12,7 +12,7 @@ above 1, the score wants more tail than forward KL's optimum, so no weighting of
 FKL for such a student once it has converged; below 1, the best weighting lies strictly between them.
 
     python benchmarks/blind_limits.py                       # the grid of docs/results.md, design 5
-    python benchmarks/blind_limits.py --family-sizes 4 --modes 6 --zipf 1 --points 2001
+    python benchmarks/blind_limits.py --family-sizes 4 --modes 6 --zipf 1 --points 2001 --beta 0.5
 """
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ class BlindLimits:
     best_tail_share: float  # the best d in units of FKL's 1/F
 
 
-def blind_member_scores(prompt: KeyedPrompt, family_size: int, tail_scale: float) -> ExactScores:
-    """The exact scores, for one member, of the blind distribution whose tails are at ``tail_scale·p``."""
+def blind_member_scores(prompt: KeyedPrompt, family_size: int, tail_scale: float,
+                        beta: float = 1.0) -> ExactScores:
+    """The exact scores, for one member, of the blind distribution whose tails are at ``tail_scale·p``, the
+    score at F-``beta``."""
     p = prompt.distribution
     tail = prompt.tail
     head_mass = sum(p[a] for a in prompt.head)
@@ -48,10 +50,10 @@ def blind_member_scores(prompt: KeyedPrompt, family_size: int, tail_scale: float
     if head_scale < 0:
         raise ValueError(f"tail_scale={tail_scale}: puts more than all the mass on the family's tails")
     q = {a: min(1.0, (tail_scale if a in tail else head_scale) * pa) for a, pa in p.items()}
-    return exact_scores(p, q, prompt.head)
+    return exact_scores(p, q, prompt.head, beta=beta)
 
 
-def blind_limits(family_size: int, modes: int, zipf: float, points: int) -> BlindLimits:
+def blind_limits(family_size: int, modes: int, zipf: float, points: int, beta: float = 1.0) -> BlindLimits:
     """Score ``points`` evenly spaced members of the family (module docstring) on one family's first member;
     every member of a family has the same true probabilities by rank, so one member stands for all."""
     spec = KeyedTaskSpec(n_keys=family_size, modes_per_key=modes, zipf_exponent=zipf, family_size=family_size)
@@ -59,10 +61,10 @@ def blind_limits(family_size: int, modes: int, zipf: float, points: int) -> Blin
     tail_mass = sum(prompt.distribution[a] for a in prompt.tail)
     largest = 1.0 / (family_size * tail_mass)  # every bit of mass on the tails
     scales = [largest * i / (points - 1) for i in range(points)]
-    scored = [(blind_member_scores(prompt, family_size, d), d) for d in scales]
+    scored = [(blind_member_scores(prompt, family_size, d, beta), d) for d in scales]
     best, best_d = max(scored, key=lambda item: item[0].score)
     return BlindLimits(family_size, modes, zipf, rkl=scored[0][0],
-                       fkl=blind_member_scores(prompt, family_size, 1.0 / family_size),
+                       fkl=blind_member_scores(prompt, family_size, 1.0 / family_size, beta),
                        best=best, best_tail_share=best_d * family_size)
 
 
@@ -82,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--modes", type=int, nargs="+", default=[4, 6, 8])
     parser.add_argument("--zipf", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     parser.add_argument("--points", type=int, default=1001, help="points of the family scored (>= 2)")
+    parser.add_argument("--beta", type=float, default=1.0, help="the score's F-beta (data.keyed.score_beta)")
     args = parser.parse_args(argv)
     if args.points < 2:
         parser.error(f"--points {args.points}: needs at least 2, the two ends of the family")
@@ -90,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for modes in args.modes:
             for zipf in args.zipf:
                 try:
-                    rows.append(blind_limits(family_size, modes, zipf, args.points))
+                    rows.append(blind_limits(family_size, modes, zipf, args.points, args.beta))
                 except ValueError as err:  # a layout the word pools cannot hold: say so and go on
                     print(f"skipped F={family_size}, answers={modes}, s={zipf:g}: {err}")
     print(table(rows))

@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg, distiller = _build(args.preset, args.overrides)
     answers = AnswerSet.build(keyed_prompts(keyed_spec(cfg.data)), distiller.tokenizer, cfg.data,
                               cfg.eval_batch_size)
-    teacher = as_metrics(answer_scores(distiller.teacher, answers, distiller.vocab_size, distiller.device))
+    teacher = as_metrics(answer_scores(distiller.teacher, answers, distiller.vocab_size, distiller.device,
+                                       beta=cfg.data.keyed.score_beta))
     del distiller
     print(f"built in {time.perf_counter() - start:.0f} s; teacher, on every key of the layout: "
           + ", ".join(f"{k} {v:.3f}" for k, v in teacher.items()), flush=True)

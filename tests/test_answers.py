@@ -196,7 +196,9 @@ def test_a_member_blind_student_gives_every_member_the_same_answers_and_shares_t
                                "engine.student.pretrain_batch_size=4"]).engine
     sighted = dataclasses.replace(cfg, data=dataclasses.replace(
         cfg.data, keyed=dataclasses.replace(cfg.data.keyed, member_blind=False)))
-    assert teacher_cache_dir(cfg) == teacher_cache_dir(sighted)
+    f_half = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, keyed=dataclasses.replace(cfg.data.keyed, score_beta=0.5)))
+    assert teacher_cache_dir(cfg) == teacher_cache_dir(sighted) == teacher_cache_dir(f_half)
     engine = Distiller.from_config(cfg, torch.device("cpu"))
     engine.train_steps({"fkl": 1.0}, 4)
     first, second = student_prompts(cfg.data)[:2]
@@ -211,3 +213,5 @@ def test_a_member_blind_student_gives_every_member_the_same_answers_and_shares_t
     assert not torch.allclose(teacher[:n], teacher[n:], atol=1e-3)
     with pytest.raises(ConfigError, match=r"data\.keyed\.member_blind=True: needs data\.keyed\.family_size > 1"):
         load_preset("nano", ["engine.data.source=keyed", "engine.data.keyed={n_keys: 4, member_blind: true}"])
+    with pytest.raises(ConfigError, match=r"data\.keyed\.score_beta=0\.0: must lie in \[0\.1, 10\]"):
+        load_preset("nano", ["engine.data.source=keyed", "engine.data.keyed={n_keys: 4, score_beta: 0}"])

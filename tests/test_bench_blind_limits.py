@@ -19,6 +19,9 @@ def test_the_two_divergences_limits_match_their_hand_computed_values() -> None:
     assert result.rkl.score == 0.0
     # Under the design-1 score this layout wants more tail than forward KL's optimum gives.
     assert result.best_tail_share > 1 and result.best.score > result.fkl.score
+    # The F0.5 counts validity four times as much: its optimum keeps less tail than forward KL's.
+    f_half = limits.blind_limits(family_size=4, modes=6, zipf=1.0, points=401, beta=0.5)
+    assert f_half.best_tail_share < 1 and f_half.fkl.validity_mass == pytest.approx(result.fkl.validity_mass)
 
 
 def test_more_tail_than_there_is_mass_is_refused() -> None:

@@ -96,6 +96,20 @@ def test_combined_score_is_the_f1_of_validity_and_the_harmonic_recall() -> None:
         combined_score(math.nan, 1.0, 1.0)
 
 
+def test_the_f_half_score_weighs_validity_four_times_as_much_as_recall() -> None:
+    # F0.5 of precision P and recall R: 1.25 P R / (0.25 P + R); here P = 0.5, R = 1.
+    assert combined_score(0.5, 1.0, 1.0, beta=0.5) == pytest.approx(1.25 * 0.5 / (0.25 * 0.5 + 1))
+    assert combined_score(1.0, 0.5, 1.0, beta=0.5) == pytest.approx(1.25 * (2 / 3) / (0.25 + 2 / 3))
+    # Invalid mass costs more, missing tail less, than under the F1.
+    assert combined_score(0.6, 1.0, 1.0, beta=0.5) < combined_score(0.6, 1.0, 1.0)
+    assert combined_score(1.0, 1.0, 0.6, beta=0.5) > combined_score(1.0, 1.0, 0.6)
+    scaled = exact_scores(P, {a: 0.5 * v for a, v in P.items()}, HEAD, beta=0.5)
+    assert scaled.score == pytest.approx(0.5) and exact_scores(P, P, HEAD, beta=0.5).score == pytest.approx(1.0)
+    for bad in (0, -1.0, math.inf, True):
+        with pytest.raises(ValueError, match=r"beta=.*: must be a positive finite number"):
+            combined_score(1.0, 1.0, 1.0, beta=bad)  # type: ignore[arg-type]
+
+
 def test_mean_scores_average_every_field() -> None:
     perfect = exact_scores(P, dict(P), HEAD)
     half = exact_scores(P, {a: 0.5 * v for a, v in P.items()}, HEAD)

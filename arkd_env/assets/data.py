@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import torch
 
 from arkd_env.assets.locate import FILE_BUILDERS, hub_offline, is_local
-from arkd_env.config import ConfigError, DataConfig
+from arkd_env.config import ConfigError, DataConfig, KeyedConfig
 
 logger = logging.getLogger(__name__)
 
@@ -147,14 +147,17 @@ def student_prompts(cfg: DataConfig) -> Any:
 
 def teacher_view(cfg: DataConfig) -> DataConfig:
     """The data as the teacher (and the tokenizer) sees it: every key of the layout, at the teacher's share of
-    list tasks, members told apart. Students that differ only in their keys, share or blindness (instances)
-    then share one teacher."""
+    list tasks, members told apart, scored at the default F1. Students that differ only in their keys, share,
+    blindness or score (instances) then share one teacher."""
     k = cfg.keyed
-    if k.student_keys is None and k.teacher_deterministic_share is None and not k.member_blind:
+    plain = KeyedConfig()
+    if (k.student_keys is None and k.teacher_deterministic_share is None and k.member_blind == plain.member_blind
+            and k.score_beta == plain.score_beta):
         return cfg
     share = k.deterministic_share if k.teacher_deterministic_share is None else k.teacher_deterministic_share
+    # How the student is scored, and what it can see, say nothing about the teacher.
     keyed = dataclasses.replace(k, student_keys=None, deterministic_share=share, teacher_deterministic_share=None,
-                                member_blind=False)
+                                member_blind=plain.member_blind, score_beta=plain.score_beta)
     return dataclasses.replace(cfg, keyed=keyed)
 
 

@@ -53,9 +53,10 @@ def sequence_log_probs(model: torch.nn.Module, batch: dict[str, Tensor], vocab_s
     return torch.zeros(mask.shape[0], dtype=picked.dtype, device=picked.device).index_add_(0, rows, picked)
 
 
-def answer_scores(model: torch.nn.Module, answers: AnswerSet, vocab_size: int, device: torch.device
-                  ) -> list[ExactScores]:
-    """The exact scores of each keyed prompt for ``model`` (put in eval mode for the pass, then restored)."""
+def answer_scores(model: torch.nn.Module, answers: AnswerSet, vocab_size: int, device: torch.device,
+                  beta: float = 1.0) -> list[ExactScores]:
+    """The exact scores of each keyed prompt for ``model`` (put in eval mode for the pass, then restored), the
+    score at F-``beta`` (``data.keyed.score_beta``)."""
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -66,7 +67,7 @@ def answer_scores(model: torch.nn.Module, answers: AnswerSet, vocab_size: int, d
     for prompt in answers.prompts:
         q = dict(zip(prompt.answers, log_q[start:start + len(prompt.answers)], strict=True))
         start += len(prompt.answers)
-        scores.append(exact_scores(prompt.distribution, q, prompt.head))
+        scores.append(exact_scores(prompt.distribution, q, prompt.head, beta=beta))
     return scores
 
 

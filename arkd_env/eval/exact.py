@@ -29,6 +29,12 @@ needed too: an all-valid student that gives the tail more than ``p`` and the hea
 reach the optimum. With all three terms the score is 1 exactly when ``q == p``: validity 1 and both recalls
 1 need ``q >= p`` on every answer with ``sum q <= 1``.
 
+**Weighing precision** (``beta``, from ``data.keyed.score_beta``). The score is the F-beta measure of validity
+mass (precision) and that recall: ``1 / score = w / validity_mass + (1 - w) / 2 * (1 / head_recall + 1 /
+tail_recall)`` with ``w = 1 / (1 + beta**2)``. ``beta = 1`` is the F1 above; ``beta = 0.5`` is the F0.5 of fields
+where a wrong answer costs more than a missing one (``w = 0.8``). ``q == p`` scores 1 and ``q = c p`` scores
+``c`` for every ``beta``.
+
 Tolerance: ``p`` must sum to 1 and ``q`` to at most 1 within ``atol`` (products of float token
 probabilities round); validity is clipped to 1 so the rounding cannot lift the score above its optimum.
 Over prompts, :func:`mean_scores` averages every field, the score included (not recomputed from the means),
@@ -98,22 +104,26 @@ def _kl(p: Mapping[str, float], q: Mapping[str, float]) -> float:
     return math.fsum(pa * math.log(pa / q[a]) for a, pa in p.items())
 
 
-def combined_score(validity_mass: float, head_recall: float, tail_recall: float) -> float:
-    """The F1 of ``validity_mass`` and the harmonic mean of ``head_recall`` and ``tail_recall`` (module docstring)."""
+def combined_score(validity_mass: float, head_recall: float, tail_recall: float, beta: float = 1.0) -> float:
+    """The F-beta of ``validity_mass`` and the harmonic mean of ``head_recall`` and ``tail_recall`` (module
+    docstring; ``beta`` 1 is the F1)."""
     for name, value in (("validity_mass", validity_mass), ("head_recall", head_recall),
                         ("tail_recall", tail_recall)):
         if not 0.0 <= value <= 1.0:  # also refuses NaN
             raise ValueError(f"{name}={value!r}: must lie in [0, 1]")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta < math.inf:
+        raise ValueError(f"beta={beta!r}: must be a positive finite number")
     if min(validity_mass, head_recall, tail_recall) == 0.0:
         return 0.0
-    return 1.0 / (1.0 / (2.0 * validity_mass) + 1.0 / (4.0 * head_recall) + 1.0 / (4.0 * tail_recall))
+    w = 1.0 / (1.0 + beta * beta)
+    return 1.0 / (w / validity_mass + (1.0 - w) / 2.0 * (1.0 / head_recall + 1.0 / tail_recall))
 
 
 def exact_scores(p: Mapping[str, float], q: Mapping[str, float], head: Collection[str],
-                 atol: float = DEFAULT_ATOL) -> ExactScores:
+                 atol: float = DEFAULT_ATOL, beta: float = 1.0) -> ExactScores:
     """Every exact metric of one prompt from the true ``p``, the student's ``q`` on the same valid answers,
-    and the ``head`` answers of ``p`` (the rest are its tail); inputs checked, ``ValueError`` naming the one
-    at fault."""
+    and the ``head`` answers of ``p`` (the rest are its tail), the score at ``beta``; inputs checked,
+    ``ValueError`` naming the one at fault."""
     _check(p, q, head, atol)
     head_set = set(head)
     tail = [a for a in p if a not in head_set]
@@ -126,7 +136,7 @@ def exact_scores(p: Mapping[str, float], q: Mapping[str, float], head: Collectio
         head_recall=head_recall,
         tail_recall=tail_recall,
         exact_kl=_kl(p, q),
-        score=combined_score(validity, head_recall, tail_recall),
+        score=combined_score(validity, head_recall, tail_recall, beta),
     )
 
 
