@@ -91,6 +91,27 @@ def batch_features(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor 
     return features
 
 
+def hidden_batch_features(student_hidden: Tensor, student_head: Tensor, teacher_hidden: Tensor,
+                          teacher_head: Tensor, mask: Tensor | None = None, labels: Tensor | None = None, *,
+                          student_bias: Tensor | None = None, teacher_bias: Tensor | None = None,
+                          temperature: float = 1.0, akl_mu: float = 0.5,
+                          max_rows: int = FEATURE_ROWS) -> dict[str, float]:
+    """:func:`batch_features` from last hidden states ``[..., H]`` and LM head weights ``[V, H]`` (a fused loss
+    never forms the full logits): only the first ``max_rows`` selected positions are projected, so the cost is
+    that of ``max_rows`` rows whatever the batch. ``mask`` and ``labels`` are as in :func:`batch_features`."""
+    rows = torch.arange(student_hidden[..., 0].numel(), device=student_hidden.device)
+    if mask is not None:
+        rows = rows[mask.reshape(-1).to(torch.bool)]
+    rows = rows[:max_rows]
+    student = torch.nn.functional.linear(student_hidden.detach().reshape(-1, student_hidden.shape[-1])[rows],
+                                         student_head.detach(), None if student_bias is None else student_bias.detach())
+    teacher = torch.nn.functional.linear(teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])[rows],
+                                         teacher_head.detach(), None if teacher_bias is None else teacher_bias.detach())
+    targets = None if labels is None else labels.reshape(-1)[rows]
+    return batch_features(student, teacher, labels=targets, temperature=temperature, akl_mu=akl_mu,
+                          max_rows=max_rows)
+
+
 def build_observation(names: Sequence[str], train: Mapping[str, float], *, val_metric: float,
                       previous_val_metric: float, progress: float, weights: Mapping[str, float],
                       vocab_size: int, extra: Mapping[str, float] | None = None) -> np.ndarray:

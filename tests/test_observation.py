@@ -17,6 +17,7 @@ from arkd_env.observation import (
     batch_features,
     build_observation,
     check_features,
+    hidden_batch_features,
     observation_space,
 )
 
@@ -53,6 +54,25 @@ def test_batch_features_mask_equals_selected_rows_and_max_rows_cuts() -> None:
     assert "student_ce" not in batch_features(student, teacher, mask)
     with pytest.raises(ValueError, match="teacher_logits: vocabulary 6"):
         batch_features(student, teacher[..., :6])
+
+
+def test_hidden_state_features_equal_the_features_of_the_projected_logits() -> None:
+    generator = torch.Generator().manual_seed(1)
+    student_hidden = torch.randn(2, 5, 4, generator=generator, requires_grad=True)
+    teacher_hidden = torch.randn(2, 5, 6, generator=generator)
+    student_head, teacher_head = torch.randn(7, 4, generator=generator), torch.randn(7, 6, generator=generator)
+    teacher_bias = torch.randn(7, generator=generator)
+    labels = torch.randint(0, 7, (2, 5), generator=generator)
+    mask = torch.rand(2, 5, generator=generator) > 0.3
+    student = student_hidden.detach() @ student_head.T
+    teacher = teacher_hidden @ teacher_head.T + teacher_bias
+    for rows in (3, 256):
+        expected = batch_features(student, teacher, mask, labels, max_rows=rows)
+        got = hidden_batch_features(student_hidden, student_head, teacher_hidden, teacher_head, mask, labels,
+                                    teacher_bias=teacher_bias, max_rows=rows)
+        assert got == pytest.approx(expected, rel=1e-5)
+    assert hidden_batch_features(student_hidden, student_head, teacher_hidden, teacher_head) == pytest.approx(
+        batch_features(student, teacher_hidden @ teacher_head.T), rel=1e-5)
 
 
 def test_build_observation_scales_and_clips() -> None:

@@ -19,7 +19,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from arkd_env import losses
 from arkd_env.assets import models
-from arkd_env.observation import FEATURE_ROWS, batch_features
+from arkd_env.observation import batch_features, hidden_batch_features
 from train.hf.callback import WeightingCallback
 
 IGNORE_INDEX = -100
@@ -155,13 +155,10 @@ class DistillationMixin:
         targets, mask = next_token_rows(labels)
         student_bias, teacher_bias = (None if head.bias is None else head.bias[:vocab]
                                       for head in (student_head, teacher_head))
-        if self.arkd_want_features:  # only FEATURE_ROWS rows' logits are formed, as in the engine
-            rows = mask.reshape(-1).nonzero().squeeze(-1)[:FEATURE_ROWS]
-            s = torch.nn.functional.linear(student_hidden.reshape(-1, student_hidden.shape[-1])[rows].detach(),
-                                           student_head.weight[:vocab], student_bias)
-            t = torch.nn.functional.linear(teacher_hidden.reshape(-1, teacher_hidden.shape[-1])[rows],
-                                           teacher_head.weight[:vocab], teacher_bias)
-            self._set_features(s, t, targets.reshape(-1)[rows])
+        if self.arkd_want_features:  # only the feature rows' logits are formed, as in the engine
+            self._set_features(hidden_batch_features(
+                student_hidden, student_head.weight[:vocab], teacher_hidden, teacher_head.weight[:vocab], mask,
+                targets, student_bias=student_bias, teacher_bias=teacher_bias, temperature=self.arkd_temperature))
         return losses.fused_linear_mixed_divergence(
             student_hidden, student_head.weight[:vocab], teacher_hidden, teacher_head.weight[:vocab], dict(weights),
             mask=mask, temperature=self.arkd_temperature, labels=targets, component_kwargs=self.arkd_component_kwargs,
@@ -170,12 +167,11 @@ class DistillationMixin:
     def _record_features(self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> None:
         vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])
         targets, mask = next_token_rows(labels)
-        self._set_features(student_logits[:, :-1, :vocab][mask], teacher_logits[:, :-1, :vocab][mask],
-                           targets[mask])
+        self._set_features(batch_features(student_logits[:, :-1, :vocab], teacher_logits[:, :-1, :vocab], mask,
+                                          targets, temperature=self.arkd_temperature))
 
-    def _set_features(self, student: Tensor, teacher: Tensor, targets: Tensor) -> None:
-        self.arkd_batch_features = batch_features(student, teacher, labels=targets,
-                                                  temperature=self.arkd_temperature)
+    def _set_features(self, features: dict[str, float]) -> None:
+        self.arkd_batch_features = features
         self.arkd_want_features = False
 
     def arkd_log_values(self) -> dict[str, float]:
