@@ -143,7 +143,8 @@ class KeyedConfig:
         check(not isinstance(self.score_beta, bool) and isinstance(self.score_beta, (int, float))
               and 0.1 <= self.score_beta <= 10, "data.keyed.score_beta", self.score_beta, "must lie in [0.1, 10]")
         check(not self.member_blind or self.family_size > 1, "data.keyed.member_blind", self.member_blind,
-              "needs data.keyed.family_size > 1: without families there are no members to confuse")
+              f"needs data.keyed.family_size > 1 (it is {self.family_size}): without families there are no "
+              f"members to confuse")
         check(0 <= self.deterministic_share < 1, "data.keyed.deterministic_share", self.deterministic_share,
               "must lie in [0, 1)")
         share = self.teacher_deterministic_share

@@ -211,7 +211,7 @@ def test_a_member_blind_student_gives_every_member_the_same_answers_and_shares_t
         teacher = sequence_log_probs(engine.teacher, answers.batches[0], engine.vocab_size)
     assert torch.equal(student[:n], student[n:])
     assert not torch.allclose(teacher[:n], teacher[n:], atol=1e-3)
-    with pytest.raises(ConfigError, match=r"data\.keyed\.member_blind=True: needs data\.keyed\.family_size > 1"):
+    with pytest.raises(ConfigError, match=r"member_blind=True: needs data\.keyed\.family_size > 1 \(it is 1\)"):
         load_preset("nano", ["engine.data.source=keyed", "engine.data.keyed={n_keys: 4, member_blind: true}"])
     with pytest.raises(ConfigError, match=r"data\.keyed\.score_beta=0\.0: must lie in \[0\.1, 10\]"):
         load_preset("nano", ["engine.data.source=keyed", "engine.data.keyed={n_keys: 4, score_beta: 0}"])

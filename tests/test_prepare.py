@@ -114,3 +114,33 @@ def test_teacher_pretraining_reports_progress_without_a_terminal(monkeypatch: py
     pretrain(model, examples, tokenizer.pad_token_id, steps=3, lr=1e-3, batch_size=2, device=torch.device("cpu"),
              seed=0)
     assert "training teacher: 3/3 it (100%)" in capsys.readouterr().out
+
+
+def test_member_tokens_are_read_from_the_prompts_as_encoded_and_refused_when_not_one_token_each() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from arkd_env.assets.build import member_token_ids
+    from arkd_env.assets.data import format_prompt
+    from arkd_env.assets.keyed import MEMBER_NAMES, KeyedTaskSpec, keyed_prompts
+    from arkd_env.config import ConfigError
+
+    cfg = load_preset("nano", ["engine.data.source=keyed",
+                               "engine.data.keyed={n_keys: 4, modes_per_key: 4, family_size: 2}"]).engine
+    texts = [format_prompt(p.instruction, "", cfg.data.prompt_template)
+             for p in keyed_prompts(KeyedTaskSpec(n_keys=4, modes_per_key=4, family_size=2))]
+    # A byte-level BPE, as GPT-2's: in the prompt the member is " first", a token other than the bare word's.
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.train_from_iterator(texts * 20, trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>"],
+                                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", bos_token="<eos>")
+    ids = member_token_ids(cfg, bpe)
+    assert bpe.convert_ids_to_tokens(ids) == ["Ġfirst", "Ġsecond"]  # Ġ: the byte-level space
+    assert ids != [bpe("first", add_special_tokens=False)["input_ids"][0],
+                   bpe("second", add_special_tokens=False)["input_ids"][0]]
+    # A word-level tokenizer that never saw the member words reads both as <unk>.
+    blind = build_synthetic_tokenizer([t.replace(MEMBER_NAMES[0], "").replace(MEMBER_NAMES[1], "") for t in texts])
+    with pytest.raises(ConfigError, match=r"member_blind=True: the tokenizer does not spell each member name "
+                                          r"\(first, second\) as one token of its own"):
+        member_token_ids(cfg, blind)

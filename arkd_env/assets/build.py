@@ -26,6 +26,7 @@ from arkd_env.assets.data import (
     TokenizedExample,
     build_datasets,
     collate,
+    encode_prompts,
     format_prompt,
     keyed_records,
     keyed_spec,
@@ -39,7 +40,9 @@ from arkd_env.atomic import atomic_path
 from arkd_env.config import ConfigError, EngineConfig
 from arkd_env.progress import track
 
-CACHE_VERSION = 2  # 2: synthetic teachers train on fresh examples (teacher_training_set)
+# 2: synthetic teachers train on fresh examples (teacher_training_set); 3: keyed family members are named by
+# ordinal words, so a teacher trained on the old prompts must not be reused.
+CACHE_VERSION = 3
 TEACHER_SEED = 1234  # the teacher is shared by every run seed, so its initialisation must not follow cfg.seed
 
 
@@ -262,16 +265,21 @@ def load_assets(cfg: EngineConfig, device: torch.device) -> Assets:
 
 
 def member_token_ids(cfg: EngineConfig, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """The token of each member name of the keyed families (``data.keyed.member_blind`` ties their embeddings)."""
-    from arkd_env.assets.keyed import MEMBER_NAMES
+    """The token naming each member in its prompt, read from the prompts as the data path encodes them (a
+    byte-level tokenizer spells " first" in context, not "first"): ``data.keyed.member_blind`` ties these.
+    The members' prompts of one family must differ in exactly one token, or tied rows would not hide them."""
+    from arkd_env.assets.keyed import MEMBER_NAMES, keyed_prompts
 
-    ids: list[int] = []
-    for name in MEMBER_NAMES[: cfg.data.keyed.family_size]:
-        tokens = tokenizer(name, add_special_tokens=False)["input_ids"]
-        if len(tokens) != 1:
-            raise ConfigError(f"data.keyed.member_blind=True: the tokenizer splits the member name {name!r} into "
-                              f"{len(tokens)} tokens; a blind student needs one token per member name")
-        ids.extend(tokens)
+    family = keyed_prompts(keyed_spec(teacher_view(cfg.data)))[: cfg.data.keyed.family_size]
+    encoded = encode_prompts(tokenizer, [format_prompt(p.instruction, "", cfg.data.prompt_template)
+                                         for p in family])
+    same_length = len({len(tokens) for tokens in encoded}) == 1
+    differing = [i for i in range(len(encoded[0])) if len({t[i] for t in encoded}) > 1] if same_length else []
+    ids = [tokens[differing[0]] for tokens in encoded] if len(differing) == 1 else []
+    if len(set(ids)) != len(family) or getattr(tokenizer, "unk_token_id", None) in ids:
+        raise ConfigError(f"data.keyed.member_blind=True: the tokenizer does not spell each member name "
+                          f"({', '.join(MEMBER_NAMES[: len(family)])}) as one token of its own in the prompts; a "
+                          f"blind student needs exactly one such token per member")
     return ids
 
 

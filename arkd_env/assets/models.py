@@ -116,12 +116,17 @@ def freeze(model: ModuleT) -> ModuleT:
 
 
 def tie_input_rows(model: Any, token_ids: Sequence[int]) -> None:
-    """Make ``token_ids`` indistinguishable to ``model`` for good: their input embedding rows become their mean,
-    and a gradient hook gives every one of those rows the rows' mean gradient, so that any optimizer whose
-    update is elementwise (SGD, Adam, AdamW with decay) moves them identically and they stay bit-equal."""
+    """Make ``token_ids`` indistinguishable to ``model``: their input embedding rows become their mean, and a
+    gradient hook gives every one of those rows the rows' mean gradient, so that any optimizer whose update is
+    elementwise (SGD, Adam, AdamW with decay) moves them identically and they stay bit-equal. Equal rows are
+    saved as such, so a saved and reloaded model stays unable to tell them apart; further training of a copy
+    (``copy.deepcopy``, ``from_pretrained``) needs the call again, as tensor hooks are not copied. With tied
+    word embeddings the LM head's rows of these tokens are tied too."""
     rows = sorted(set(token_ids))
     embeddings = model.get_input_embeddings()
-    assert isinstance(embeddings, nn.Embedding), type(embeddings)
+    if not isinstance(embeddings, nn.Embedding) or embeddings.sparse:
+        raise ValueError(f"{type(model).__name__}: tying input rows needs a dense nn.Embedding, not "
+                         f"{type(embeddings).__name__}")
     weight = embeddings.weight
     if len(rows) < 2 or rows[0] < 0 or rows[-1] >= weight.shape[0]:
         raise ValueError(f"token_ids={list(token_ids)}: need at least two distinct rows of the "
