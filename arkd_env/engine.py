@@ -550,6 +550,7 @@ class Distiller:
 
     def save_student(self, path: str | Path) -> Path:
         """A Hugging Face folder that plain ``from_pretrained`` and ``pipeline`` load and generate from as this
-        engine does (<bos>, prompt template, greedy stop at <eos>: :mod:`arkd_env.assets.export`)."""
+        engine does (<bos>, prompt template, greedy stop at <eos>: :mod:`arkd_env.assets.export`); an existing
+        folder at ``path`` is replaced whole."""
         return save_student_folder(self.student, self.tokenizer, path, template=self.cfg.data.prompt_template,
                                    max_new_tokens=self.cfg.max_new_tokens)

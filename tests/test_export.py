@@ -63,3 +63,22 @@ def test_a_tokenizer_that_already_adds_bos_or_has_a_chat_template_is_left_as_it_
     assert again("a b")["input_ids"] == once("a b")["input_ids"] and again("a b")["input_ids"][0] == once.bos_token_id
     assert again.chat_template == once.chat_template
     assert engine.tokenizer("a")["input_ids"][:1] != [engine.tokenizer.bos_token_id]  # the engine's own is untouched
+
+
+def test_a_tokenizer_whose_bos_is_its_eos_gets_neither_a_bos_nor_one_in_its_chat_template() -> None:
+    from arkd_env.assets.tokenizer import build_synthetic_tokenizer
+
+    tokenizer = build_synthetic_tokenizer(["say hi"])
+    tokenizer.bos_token = tokenizer.eos_token  # as GPT-2's: ARKD's layout then has no <bos>
+    portable = portable_tokenizer(tokenizer, "compact")
+    assert portable("say hi")["input_ids"] == tokenizer("say hi")["input_ids"]
+    rendered = portable.apply_chat_template([{"role": "user", "content": "say hi"}], tokenize=False)
+    assert rendered == format_prompt("say hi", "", "compact")
+
+
+def test_saving_again_replaces_the_folder_whole(saved: tuple[Distiller, Path]) -> None:
+    engine, folder = saved
+    (folder / "stale.txt").write_text("from an earlier save")
+    assert engine.save_student(folder) == folder
+    assert not (folder / "stale.txt").exists() and (folder / "generation_config.json").is_file()
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary left beside it

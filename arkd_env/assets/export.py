@@ -11,18 +11,22 @@ differently outside ARKD: no ``<bos>`` where the student always saw one, no temp
   ``pipeline("text-generation")`` on chat messages builds the prompts the student learned from;
 - a generation config: greedy, at most the run's ``max_new_tokens``, stopping at ``<eos>``.
 
-The folder is written under a temporary name and renamed into place, so a crash never leaves half of it.
+The folder is written under a temporary name and renamed into place, replacing any folder of that name (a
+crash never leaves half of it). A tokenizer that cannot be made to add ``<bos>`` (a slow one, or a class that
+rebuilds its post-processor on load) is saved as it is, with an :class:`~arkd_env.ARKDWarning`.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 from typing import Any
 
 from tokenizers import processors
-from transformers import GenerationConfig
+from transformers import AutoTokenizer, GenerationConfig
 
+from arkd_env import ARKDWarning
 from arkd_env.assets import models
 from arkd_env.assets.data import PROMPT_TEMPLATES, bos_prefix
 from arkd_env.atomic import atomic_path
@@ -30,13 +34,14 @@ from arkd_env.atomic import atomic_path
 _PROBE_TEXT = "a"
 
 
-def chat_template_for(template: str) -> str:
+def chat_template_for(template: str, with_bos: bool = True) -> str:
     """A Jinja chat template rendering each user turn as the no-input prompt of ARKD template ``template`` and
-    each assistant turn as a response ended by ``<eos>``; other roles are refused, as ARKD never trained on them.
-    """
+    each assistant turn as a response ended by ``<eos>``, after ``<bos>`` if ``with_bos`` (as ARKD's layout has
+    it when the tokenizer's begin token differs from its end token); other roles are refused, as ARKD never
+    trained on them."""
     before, after = PROMPT_TEMPLATES[template]["no_input"].split("{instruction}")
     user = f"{before!r} + message['content'] + {after!r}"
-    return ("{{ bos_token }}{% for message in messages %}"
+    return (("{{ bos_token }}" if with_bos else "") + "{% for message in messages %}"
             f"{{% if message['role'] == 'user' %}}{{{{ {user} }}}}"
             "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
             "{% else %}{{ raise_exception('this student knows user and assistant turns only, not '"
@@ -57,7 +62,7 @@ def portable_tokenizer(tokenizer: Any, template: str) -> Any:
         backend.post_processor = with_bos if existing is None else processors.Sequence([existing, with_bos])
     portable.padding_side = "left"
     if getattr(portable, "chat_template", None) is None:
-        portable.chat_template = chat_template_for(template)
+        portable.chat_template = chat_template_for(template, with_bos=bool(prefix))
     return portable
 
 
@@ -74,4 +79,11 @@ def save_student_folder(model: Any, tokenizer: Any, path: str | Path, *, templat
     with atomic_path(path, folder=True) as tmp:
         models.save_pretrained_safe(model, portable_tokenizer(tokenizer, template), tmp)
         generation_config_for(tokenizer, max_new_tokens).save_pretrained(str(tmp))
+        # Some tokenizer classes rebuild their post-processor on load: check what a user will get back.
+        reloaded = AutoTokenizer.from_pretrained(str(tmp))
+        prefix = bos_prefix(tokenizer)
+        if prefix and reloaded(_PROBE_TEXT)["input_ids"][:1] != prefix:
+            warnings.warn(f"{path}: the saved {type(reloaded).__name__} does not start its encodings with "
+                          f"{tokenizer.bos_token!r} as ARKD's layout does; prepend it when you encode prompts",
+                          ARKDWarning, stacklevel=2)
     return path
