@@ -60,6 +60,19 @@ def observation_space(names: Sequence[str]) -> spaces.Box:
     return spaces.Box(low, high, dtype=np.float32)
 
 
+def _feature_rows(leading: torch.Size, teacher_leading: torch.Size, mask: Tensor | None, max_rows: int,
+                  device: torch.device) -> tuple[Tensor, ...]:
+    """Indices (one tensor per leading dimension) of the first ``max_rows`` positions ``mask`` selects, in
+    row-major order: indexing with them copies those rows only, never the whole (often non-contiguous) batch."""
+    if teacher_leading != leading:
+        raise ValueError(f"teacher: positions {tuple(teacher_leading)} != the student's {tuple(leading)}")
+    if mask is not None and mask.shape != leading:
+        raise ValueError(f"mask: shape {tuple(mask.shape)} != the positions' {tuple(leading)}")
+    flat = (torch.arange(leading.numel(), device=device) if mask is None
+            else mask.to(device=device, dtype=torch.bool).reshape(-1).nonzero().squeeze(-1))
+    return torch.unravel_index(flat[:max_rows], leading)
+
+
 def batch_features(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None,
                    labels: Tensor | None = None, *, temperature: float = 1.0, akl_mu: float = 0.5,
                    max_rows: int = FEATURE_ROWS) -> dict[str, float]:
@@ -74,18 +87,13 @@ def batch_features(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor 
     vocab = student_logits.shape[-1]
     if teacher_logits.shape[-1] != vocab:
         raise ValueError(f"teacher_logits: vocabulary {teacher_logits.shape[-1]} != the student's {vocab}")
-    student = student_logits.detach().reshape(-1, vocab)
-    teacher = teacher_logits.detach().reshape(-1, vocab)
-    targets = None if labels is None else labels.reshape(-1)
-    if mask is not None:
-        keep = mask.reshape(-1).to(torch.bool)
-        student, teacher = student[keep], teacher[keep]
-        targets = None if targets is None else targets[keep]
-    student, teacher = student[:max_rows].float(), teacher[:max_rows].float()
+    rows = _feature_rows(student_logits.shape[:-1], teacher_logits.shape[:-1], mask, max_rows,
+                         student_logits.device)
+    student, teacher = student_logits.detach()[rows].float(), teacher_logits.detach()[rows].float()
+    targets = None if labels is None else labels[rows]
     stats = losses.distribution_stats(student, teacher, temperature=temperature, mu=akl_mu)
     features = {k: float(v) for k, v in stats.items()}
     if targets is not None:
-        targets = targets[:max_rows]
         ce = torch.nn.functional.cross_entropy(student, targets) if targets.numel() else torch.zeros(())
         features["student_ce"] = float(ce.item())
     return features
@@ -99,15 +107,13 @@ def hidden_batch_features(student_hidden: Tensor, student_head: Tensor, teacher_
     """:func:`batch_features` from last hidden states ``[..., H]`` and LM head weights ``[V, H]`` (a fused loss
     never forms the full logits): only the first ``max_rows`` selected positions are projected, so the cost is
     that of ``max_rows`` rows whatever the batch. ``mask`` and ``labels`` are as in :func:`batch_features`."""
-    rows = torch.arange(student_hidden[..., 0].numel(), device=student_hidden.device)
-    if mask is not None:
-        rows = rows[mask.reshape(-1).to(torch.bool)]
-    rows = rows[:max_rows]
-    student = torch.nn.functional.linear(student_hidden.detach().reshape(-1, student_hidden.shape[-1])[rows],
-                                         student_head.detach(), None if student_bias is None else student_bias.detach())
-    teacher = torch.nn.functional.linear(teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])[rows],
-                                         teacher_head.detach(), None if teacher_bias is None else teacher_bias.detach())
-    targets = None if labels is None else labels.reshape(-1)[rows]
+    rows = _feature_rows(student_hidden.shape[:-1], teacher_hidden.shape[:-1], mask, max_rows,
+                         student_hidden.device)
+    student = torch.nn.functional.linear(student_hidden.detach()[rows], student_head.detach(),
+                                         None if student_bias is None else student_bias.detach())
+    teacher = torch.nn.functional.linear(teacher_hidden.detach()[rows], teacher_head.detach(),
+                                         None if teacher_bias is None else teacher_bias.detach())
+    targets = None if labels is None else labels[rows]
     return batch_features(student, teacher, labels=targets, temperature=temperature, akl_mu=akl_mu,
                           max_rows=max_rows)
 

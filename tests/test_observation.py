@@ -61,18 +61,22 @@ def test_hidden_state_features_equal_the_features_of_the_projected_logits() -> N
     student_hidden = torch.randn(2, 5, 4, generator=generator, requires_grad=True)
     teacher_hidden = torch.randn(2, 5, 6, generator=generator)
     student_head, teacher_head = torch.randn(7, 4, generator=generator), torch.randn(7, 6, generator=generator)
-    teacher_bias = torch.randn(7, generator=generator)
+    student_bias, teacher_bias = torch.randn(7, generator=generator), torch.randn(7, generator=generator)
     labels = torch.randint(0, 7, (2, 5), generator=generator)
     mask = torch.rand(2, 5, generator=generator) > 0.3
-    student = student_hidden.detach() @ student_head.T
+    student = student_hidden.detach() @ student_head.T + student_bias
     teacher = teacher_hidden @ teacher_head.T + teacher_bias
     for rows in (3, 256):
         expected = batch_features(student, teacher, mask, labels, max_rows=rows)
         got = hidden_batch_features(student_hidden, student_head, teacher_hidden, teacher_head, mask, labels,
-                                    teacher_bias=teacher_bias, max_rows=rows)
+                                    student_bias=student_bias, teacher_bias=teacher_bias, max_rows=rows)
         assert got == pytest.approx(expected, rel=1e-5)
     assert hidden_batch_features(student_hidden, student_head, teacher_hidden, teacher_head) == pytest.approx(
-        batch_features(student, teacher_hidden @ teacher_head.T), rel=1e-5)
+        batch_features(student_hidden.detach() @ student_head.T, teacher_hidden @ teacher_head.T), rel=1e-5)
+    with pytest.raises(ValueError, match=r"teacher: positions \(2, 4\) != the student's \(2, 5\)"):
+        hidden_batch_features(student_hidden, student_head, teacher_hidden[:, :4], teacher_head)
+    with pytest.raises(ValueError, match=r"mask: shape \(10,\) != the positions' \(2, 5\)"):
+        batch_features(student, teacher, mask.reshape(-1))
 
 
 def test_build_observation_scales_and_clips() -> None:

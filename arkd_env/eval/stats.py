@@ -164,7 +164,8 @@ def paired_differences(a: Sequence[float | None], b: Sequence[float | None]) -> 
 
 def interquartile_mean(values: Sequence[float | None]) -> float:
     """The mean of the middle half of the finite values (scipy's ``trim_mean`` cutting a quarter at each end),
-    rliable's robust aggregate: less swayed than the mean by one run that diverged; NaN when there are none."""
+    rliable's robust aggregate: less swayed than the mean by one run that diverged. Below 4 values nothing is
+    cut and it is the plain mean; NaN when there are none."""
     from scipy.stats import trim_mean
 
     data = finite(values)
