@@ -19,6 +19,18 @@ def test_seed_lists() -> None:
     assert len(bench.parse_seeds(bench.DEFAULT_SEEDS)) >= 20  # the floor of paired seeds
 
 
+def test_the_best_constant_is_chosen_by_the_score_upwards_and_by_a_divergence_downwards() -> None:
+    bench = load_benchmark("eval_online")
+    assert bench.primary_metric({"val_score": 0.5, "test_divergence": 1.0}) == "val_score"
+    assert bench.primary_metric({"test_divergence": 1.0, "val_divergence": 2.0}) == "test_divergence"
+    assert bench.primary_metric({"val_divergence": 2.0}) == "val_divergence"
+    metrics = {c: [{"val_score": 0.1, "val_divergence": 3.0}] for c in bench.CONSTANTS}
+    metrics["fixed:0.75"] = [{"val_score": 0.9, "val_divergence": 5.0}]
+    metrics["rkl"] = [{"val_score": 0.0, "val_divergence": 1.0}]
+    assert bench.best_constant(metrics, "val_score") == "fixed:0.75"
+    assert bench.best_constant(metrics, "val_divergence") == "rkl"
+
+
 @pytest.mark.slow
 def test_every_policy_runs_on_every_seed_and_the_report_pairs_them(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(BENCHMARKS / "eval_online.py"), "--preset", "nano", "--seeds", "5,6",
