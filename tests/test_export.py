@@ -82,3 +82,16 @@ def test_saving_again_replaces_the_folder_whole(saved: tuple[Distiller, Path]) -
     assert engine.save_student(folder) == folder
     assert not (folder / "stale.txt").exists() and (folder / "generation_config.json").is_file()
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary left beside it
+
+
+def test_a_post_processor_the_tokenizer_already_has_is_kept_and_bos_added_before_it() -> None:
+    from tokenizers import processors
+
+    from arkd_env.assets.tokenizer import build_synthetic_tokenizer
+
+    tokenizer = build_synthetic_tokenizer(["say hi"])
+    eos = tokenizer.eos_token_id
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A <eos>", special_tokens=[("<eos>", eos)])
+    ids = portable_tokenizer(tokenizer, "compact")("say hi")["input_ids"]
+    assert ids == [tokenizer.bos_token_id, *tokenizer("say hi", add_special_tokens=False)["input_ids"], eos]
