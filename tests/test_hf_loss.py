@@ -102,3 +102,29 @@ def test_a_batch_without_labels_is_one_line(tmp_path: Path) -> None:
     trainer, _ = _trainer(tmp_path, False, {"fkl": 1.0})
     with pytest.raises(ValueError, match="the batch has no 'labels'"):
         trainer.compute_loss(trainer.model, {"input_ids": torch.ones(1, 4, dtype=torch.long)})
+
+
+def test_a_ddp_wrapped_student_takes_the_plain_path_and_gets_the_fused_loss(tmp_path: Path) -> None:
+    """Under DistributedDataParallel the Trainer hands compute_loss the wrapper, whose forward must run for the
+    gradient all-reduce: the loss then goes the plain way, and equals the fused loss (one CPU process, gloo)."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    trainer, _ = _trainer(tmp_path, True, {"fkl": 0.25, "rkl": 0.75})
+    batch = collate(list(tiny_rows()))
+    fused_calls: list[int] = []
+    fused_loss = trainer._fused_loss
+    trainer._fused_loss = lambda *a, **k: fused_calls.append(1) or fused_loss(*a, **k)  # type: ignore[method-assign]
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        wrapped = DistributedDataParallel(trainer.model)
+        trainer.model.train()
+        fused = trainer.compute_loss(trainer.model, batch)
+        trainer.arkd_want_features = False
+        plain = trainer.compute_loss(wrapped, batch)
+        assert fused_calls == [1]  # the bare student fused, the wrapper not
+        assert float(plain) == pytest.approx(float(fused), rel=1e-5)
+        plain.backward()
+        assert all(p.grad is not None for p in trainer.model.parameters() if p.requires_grad)
+    finally:
+        dist.destroy_process_group()
