@@ -140,6 +140,10 @@ def test_paired_wins_and_interquartile_means_reach_the_table_and_its_files() -> 
     assert table.cells["b"]["val_divergence"].iqm == pytest.approx(1.75)
     rows = {r["policy"]: r for r in csv.DictReader(io.StringIO(table.csv()))}
     assert float(rows["b"]["val_divergence_iqm"]) == pytest.approx(1.75)
+    # With the keyed score among the columns, it is the one P(better) is given for, not the first by name.
+    scored = {k: [{**r, "exact_match": 0.0, "val_score": 1.0 - r["val_divergence"] / 10} for r in v]
+              for k, v in results.items()}
+    assert "| val_divergence | val_score | P(better on val_score) |" in build_table(scored, [1, 2, 3, 4]).markdown()
 
 
 def test_difference_prints_rounding_residue_as_zero() -> None:
