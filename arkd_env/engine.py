@@ -392,7 +392,8 @@ class Distiller:
             student = self._rows(self.student, self._student_head, batch).first(FEATURE_ROWS).as_logits()
             teacher = self._teacher_rows(batch).first(FEATURE_ROWS).as_logits()
         self.student.train(was_training)
-        return batch_features(student, teacher, labels=batch["labels"][batch["loss_mask"]],
+        labels = batch["labels"][batch["loss_mask"]][: student.shape[0]]
+        return batch_features(student, teacher, labels=labels,
                               temperature=self.cfg.temperature, akl_mu=self.cfg.akl_mu)
 
     # ------------------------------------------------------------------ evaluation

@@ -60,14 +60,15 @@ def observation_space(names: Sequence[str]) -> spaces.Box:
     return spaces.Box(low, high, dtype=np.float32)
 
 
-def _feature_rows(leading: torch.Size, teacher_leading: torch.Size, mask: Tensor | None, max_rows: int,
-                  device: torch.device) -> tuple[Tensor, ...]:
+def _feature_rows(leading: torch.Size, teacher_leading: torch.Size, mask: Tensor | None, labels: Tensor | None,
+                  max_rows: int, device: torch.device) -> tuple[Tensor, ...]:
     """Indices (one tensor per leading dimension) of the first ``max_rows`` positions ``mask`` selects, in
-    row-major order: indexing with them copies those rows only, never the whole (often non-contiguous) batch."""
-    if teacher_leading != leading:
-        raise ValueError(f"teacher: positions {tuple(teacher_leading)} != the student's {tuple(leading)}")
-    if mask is not None and mask.shape != leading:
-        raise ValueError(f"mask: shape {tuple(mask.shape)} != the positions' {tuple(leading)}")
+    row-major order: indexing with them copies those rows only, never the whole (often non-contiguous) batch.
+    Teacher, mask and labels must have the student's positions."""
+    for name, shape in (("teacher", teacher_leading), ("mask", None if mask is None else mask.shape),
+                        ("labels", None if labels is None else labels.shape)):
+        if shape is not None and shape != leading:
+            raise ValueError(f"{name}: positions {tuple(shape)} != the student's {tuple(leading)}")
     flat = (torch.arange(leading.numel(), device=device) if mask is None
             else mask.to(device=device, dtype=torch.bool).reshape(-1).nonzero().squeeze(-1))
     return torch.unravel_index(flat[:max_rows], leading)
@@ -81,16 +82,17 @@ def batch_features(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor 
 
     ``student_logits`` and ``teacher_logits`` are ``[..., V]`` and aligned with ``labels`` (the logits at a
     position predict the label at that position: shift a causal LM's logits first); ``mask`` (the leading
-    shape, True where the loss applies) selects positions. Only the first ``max_rows`` selected positions are
+    shape, True where the loss applies) selects positions. Teacher, mask and labels must share the student's
+    leading shape (a ``ValueError`` names the one that does not). Only the first ``max_rows`` selected positions are
     used, in row-major order, as in the env.
     """
     vocab = student_logits.shape[-1]
     if teacher_logits.shape[-1] != vocab:
         raise ValueError(f"teacher_logits: vocabulary {teacher_logits.shape[-1]} != the student's {vocab}")
-    rows = _feature_rows(student_logits.shape[:-1], teacher_logits.shape[:-1], mask, max_rows,
+    rows = _feature_rows(student_logits.shape[:-1], teacher_logits.shape[:-1], mask, labels, max_rows,
                          student_logits.device)
     student, teacher = student_logits.detach()[rows].float(), teacher_logits.detach()[rows].float()
-    targets = None if labels is None else labels[rows]
+    targets = None if labels is None else labels.to(student.device)[rows]
     stats = losses.distribution_stats(student, teacher, temperature=temperature, mu=akl_mu)
     features = {k: float(v) for k, v in stats.items()}
     if targets is not None:
@@ -107,13 +109,13 @@ def hidden_batch_features(student_hidden: Tensor, student_head: Tensor, teacher_
     """:func:`batch_features` from last hidden states ``[..., H]`` and LM head weights ``[V, H]`` (a fused loss
     never forms the full logits): only the first ``max_rows`` selected positions are projected, so the cost is
     that of ``max_rows`` rows whatever the batch. ``mask`` and ``labels`` are as in :func:`batch_features`."""
-    rows = _feature_rows(student_hidden.shape[:-1], teacher_hidden.shape[:-1], mask, max_rows,
+    rows = _feature_rows(student_hidden.shape[:-1], teacher_hidden.shape[:-1], mask, labels, max_rows,
                          student_hidden.device)
     student = torch.nn.functional.linear(student_hidden.detach()[rows], student_head.detach(),
                                          None if student_bias is None else student_bias.detach())
     teacher = torch.nn.functional.linear(teacher_hidden.detach()[rows], teacher_head.detach(),
                                          None if teacher_bias is None else teacher_bias.detach())
-    targets = None if labels is None else labels[rows]
+    targets = None if labels is None else labels.to(student.device)[rows]
     return batch_features(student, teacher, labels=targets, temperature=temperature, akl_mu=akl_mu,
                           max_rows=max_rows)
 

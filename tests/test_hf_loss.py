@@ -106,7 +106,8 @@ def test_a_batch_without_labels_is_one_line(tmp_path: Path) -> None:
 
 def test_a_ddp_wrapped_student_takes_the_plain_path_and_gets_the_fused_loss(tmp_path: Path) -> None:
     """Under DistributedDataParallel the Trainer hands compute_loss the wrapper, whose forward must run for the
-    gradient all-reduce: the loss then goes the plain way, and equals the fused loss (one CPU process, gloo)."""
+    gradient all-reduce: the loss then goes the plain way, equals the fused loss and reaches every parameter (one
+    CPU process, gloo)."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 

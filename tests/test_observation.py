@@ -75,8 +75,10 @@ def test_hidden_state_features_equal_the_features_of_the_projected_logits() -> N
         batch_features(student_hidden.detach() @ student_head.T, teacher_hidden @ teacher_head.T), rel=1e-5)
     with pytest.raises(ValueError, match=r"teacher: positions \(2, 4\) != the student's \(2, 5\)"):
         hidden_batch_features(student_hidden, student_head, teacher_hidden[:, :4], teacher_head)
-    with pytest.raises(ValueError, match=r"mask: shape \(10,\) != the positions' \(2, 5\)"):
+    with pytest.raises(ValueError, match=r"mask: positions \(10,\) != the student's \(2, 5\)"):
         batch_features(student, teacher, mask.reshape(-1))
+    with pytest.raises(ValueError, match=r"labels: positions \(10,\) != the student's \(2, 5\)"):
+        batch_features(student, teacher, mask, labels.reshape(-1))
 
 
 def test_build_observation_scales_and_clips() -> None:

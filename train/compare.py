@@ -141,7 +141,8 @@ class Table:
         by_pair: dict[tuple[str, str], dict[str, Difference]] = {}
         for d in chosen:
             by_pair.setdefault((d.policy, d.reference), {})[d.metric] = d
-        # The benchmark's own metric leads where there is one, not the alphabetically first column.
+        # The headline metric leads (the return where the runs have one, else the keyed score or the held-out
+        # divergence), not the alphabetically first column.
         lead = next((m for m in HEADLINE_METRICS if m in ranked), ranked[0])
         head = ["policy − reference", *ranked, f"P(better on {lead})"]
         lines = ["", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
