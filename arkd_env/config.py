@@ -96,6 +96,9 @@ class ModelConfig:
                    self.init_layers, "must be a non-empty list of layer indices >= 0")
 
 
+MAX_FAMILY_SIZE = 8
+
+
 @dataclass
 class KeyedConfig:
     """The keyed benchmark tasks (data.source='keyed'): keyed multi-word open tasks whose valid word
@@ -137,9 +140,10 @@ class KeyedConfig:
         check(self.answer_words in (2, 3), "data.keyed.answer_words", self.answer_words, "must be 2 or 3")
         check(0 <= self.zipf_exponent <= 4, "data.keyed.zipf_exponent", self.zipf_exponent, "must lie in [0, 4]")
         check_seeds("data.keyed.layout_seed", self.layout_seed)
-        check(1 <= self.family_size <= self.n_keys and self.n_keys % self.family_size == 0,
-              "data.keyed.family_size", self.family_size, f"must divide n_keys={self.n_keys}")
-        check(self.family_size <= 8, "data.keyed.family_size", self.family_size, "must be at most 8")
+        # At most MAX_FAMILY_SIZE: one member name each (arkd_env/assets/keyed.py, MEMBER_NAMES).
+        check(1 <= self.family_size <= min(self.n_keys, MAX_FAMILY_SIZE) and self.n_keys % self.family_size == 0,
+              "data.keyed.family_size", self.family_size,
+              f"must be at most {MAX_FAMILY_SIZE} and divide n_keys={self.n_keys}")
         check(not isinstance(self.score_beta, bool) and isinstance(self.score_beta, (int, float))
               and 0.1 <= self.score_beta <= 10, "data.keyed.score_beta", self.score_beta, "must lie in [0.1, 10]")
         check(not self.member_blind or self.family_size > 1, "data.keyed.member_blind", self.member_blind,

@@ -69,7 +69,7 @@ def _feature_rows(leading: torch.Size, teacher_leading: torch.Size, mask: Tensor
                         ("labels", None if labels is None else labels.shape)):
         if shape is not None and shape != leading:
             raise ValueError(f"{name}: positions {tuple(shape)} != the student's {tuple(leading)}")
-    flat = (torch.arange(leading.numel(), device=device) if mask is None
+    flat = (torch.arange(min(leading.numel(), max_rows), device=device) if mask is None
             else mask.to(device=device, dtype=torch.bool).reshape(-1).nonzero().squeeze(-1))
     return torch.unravel_index(flat[:max_rows], leading)
 

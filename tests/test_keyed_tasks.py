@@ -11,6 +11,7 @@ from arkd_env.assets.data import PROMPT_TEMPLATES
 from arkd_env.assets.keyed import (
     DEFAULT_POOLS,
     KEYED_TASK,
+    MEMBER_NAMES,
     KeyedTaskSpec,
     factorised_validity,
     generate_keyed,
@@ -214,3 +215,12 @@ def test_family_members_share_the_head_and_nothing_else() -> None:
     assert prompts == keyed_prompts(KeyedTaskSpec(n_keys=8, modes_per_key=6, family_size=4))
     # Families leave the independent layout of the same seed as it was.
     assert keyed_prompts(KeyedTaskSpec(n_keys=8, modes_per_key=6))[0].instruction == "Name a pair from basket 0."
+
+
+def test_the_config_allows_exactly_the_family_sizes_there_are_member_names_for() -> None:
+    from arkd_env.config import MAX_FAMILY_SIZE, ConfigError, KeyedConfig
+
+    assert len(MEMBER_NAMES) == MAX_FAMILY_SIZE
+    KeyedConfig(n_keys=2 * MAX_FAMILY_SIZE, family_size=MAX_FAMILY_SIZE)
+    with pytest.raises(ConfigError, match=r"data\.keyed\.family_size=9: must be at most 8 and divide n_keys=18"):
+        KeyedConfig(n_keys=18, family_size=9)
