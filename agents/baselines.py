@@ -16,6 +16,10 @@ Specs understood by :func:`make_baseline`:
 - ``phases:<a1>/<a2>/.../<an>``: the run split by progress into n equal phases, α = a_i in the i-th; with as
   many values as the env's horizon, one α per env step. ``<a>*<k>`` stands for k phases of α = a, so
   ``phases:0.25/0.75*11`` is 0.25 for the first of 12 phases and 0.75 for the other 11
+- ``by-feature:<name>:<x1>=<a1>/<x2>=<a2>/...``: α read off the observation's feature ``<name>``, linearly
+  between the listed points (x strictly increasing) and constant beyond the first and the last. With an
+  instance feature (``instance_log_score_beta``) it is an instance-aware constant, the shape of the keyed
+  benchmarks' per-instance references (benchmarks/headroom_keyed.py)
 - ``akl``: weight 1 on the ``akl`` component, i.e. the AKL rule applied per token inside the
   loss; needs the env built with :data:`AKL_ENV_OVERRIDES` (see :func:`baseline_env_overrides`)
 - ``sft``: weight 1 on the ``ce`` component, i.e. supervised fine-tuning on the reference responses with
@@ -27,6 +31,7 @@ Specs understood by :func:`make_baseline`:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import zipfile
@@ -44,12 +49,11 @@ from agents.spaces import check_spaces, space_from_json, space_to_json
 from arkd_env.env.actions import alpha_to_weights
 from arkd_env.env.protocol import WeightingEnv
 
-BASELINE_NAMES = ["fkl", "rkl", "fixed:<alpha>", "linear:<a>-><b>", "cosine", "phases:<a>/<b>/...", "akl", "sft",
-                  "greedy",
-                  "greedy:<a>/<b>/...", "random"]
+BASELINE_NAMES = ["fkl", "rkl", "fixed:<alpha>", "linear:<a>-><b>", "cosine", "phases:<a>/<b>/...",
+                  "by-feature:<name>:<x>=<a>/...", "akl", "sft", "greedy", "greedy:<a>/<b>/...", "random"]
 _PLAIN = {"fkl", "rkl", "cosine", "akl", "sft", "greedy", "random"}
 MAX_PHASES = 100_000  # far more phases than any run has env steps; bounds the tuple a repeat count builds
-_PREFIXED = ("fixed:", "linear:", "phases:", "greedy:")
+_PREFIXED = ("fixed:", "linear:", "phases:", "by-feature:", "greedy:")
 AKL_ENV_OVERRIDES: dict[str, Any] = {"action_mode": "simplex", "simplex_components": ["akl"]}
 SFT_ENV_OVERRIDES: dict[str, Any] = {"action_mode": "simplex", "simplex_components": ["ce"]}
 SAVE_FILE = "baseline.json"
@@ -251,6 +255,58 @@ class AlphaPolicy(BaselinePolicy):
         return self._action_for(self.weights_at(progress))
 
 
+class FeaturePolicy(BaselinePolicy):
+    """α as a piecewise-linear function of one observation feature, constant beyond the listed points."""
+
+    def __init__(self, spec: str, env: Any = None, *, feature: str, points: Sequence[tuple[float, float]],
+                 **options: Any) -> None:
+        self.feature = feature
+        self.xs = np.asarray([x for x, _ in points], dtype=np.float64)
+        self.alphas = np.asarray([a for _, a in points], dtype=np.float64)
+        self._feature_index: int | None = None
+        super().__init__(spec, env, **options)
+
+    def _check_env(self, target: WeightingEnv) -> None:
+        if self.feature not in target.feature_names:
+            raise ValueError(f"baseline {self.spec!r} reads the feature {self.feature!r}, absent from the env's "
+                             f"features {target.feature_names}")
+        self._feature_index = target.feature_names.index(self.feature)
+
+    def alpha(self, value: float) -> float:
+        return float(np.interp(value, self.xs, self.alphas))
+
+    def weights_at(self, progress: float) -> dict[str, float]:
+        raise ValueError(f"baseline {self.spec!r} chooses its weights from the feature {self.feature!r}, not "
+                         f"from progress")
+
+    def _act_row(self, row: np.ndarray, index: int) -> Any:
+        assert self._feature_index is not None  # set_env ran _check_env
+        value = self.alpha(float(row[self._feature_index]))
+        return self._action_for(alpha_to_weights(value, self.target.component_names, self.target.action_mode))
+
+
+def _parse_feature_points(spec: str, text: str) -> tuple[str, list[tuple[float, float]]]:
+    """``<name>:<x1>=<a1>/...`` of a by-feature spec: the feature and its (x, α) points, x increasing."""
+    name, colon, listed = text.partition(":")
+    if not colon or not name.strip() or not listed.strip():
+        raise ValueError(f"baseline {spec!r}: expected by-feature:<name>:<x1>=<a1>/<x2>=<a2>/..., e.g. "
+                         f"by-feature:instance_log_score_beta:0.3=0.4/0.5=1")
+    points = []
+    for part in listed.split("/"):
+        x, equals, a = part.partition("=")
+        try:
+            value = float(x)
+        except ValueError:
+            value = math.nan
+        if not equals or not math.isfinite(value):
+            raise ValueError(f"baseline {spec!r}: point {part!r} must be <x>=<α> with a finite number x")
+        points.append((value, _parse_unit(spec, a)))
+    if any(b[0] <= a[0] for a, b in itertools.pairwise(points)):
+        raise ValueError(f"baseline {spec!r}: the points' x must increase strictly, got "
+                         f"{[x for x, _ in points]}")
+    return name.strip(), points
+
+
 class SingleComponentPolicy(BaselinePolicy):
     """Weight 1 on one loss component, in an env built to weight that component alone."""
 
@@ -390,6 +446,10 @@ def make_baseline(spec: str, env: Any, **options: Any) -> BaselinePolicy:
         if len(values) > MAX_PHASES:
             raise ValueError(f"baseline {spec!r}: {len(values)} phases, more than {MAX_PHASES}")
         return AlphaPolicy(text, env, start=values[0], end=values[-1], shape="phases", phases=values)
+    if text.startswith("by-feature:"):
+        _no_options(spec, options)
+        feature, points = _parse_feature_points(spec, text.removeprefix("by-feature:"))
+        return FeaturePolicy(text, env, feature=feature, points=points)
     if text == "akl":
         _no_options(spec, options)
         return AKLPolicy(text, env)

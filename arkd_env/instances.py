@@ -2,7 +2,8 @@
 
 In the style of DACBench, an *instance* fixes everything about an episode that is not the policy's choice:
 which keys of the keyed task the student learns (how many, and which), the share of deterministic list tasks
-in its data, and the student's size. ``reset(options={"instance": name})`` picks one;
+in its data, the student's size, whether the student can tell a family's members apart, and which F-beta its
+answers are scored by. ``reset(options={"instance": name})`` picks one;
 :meth:`Instance.features` is the small numeric vector that lets a policy tell instances apart in its
 observation.
 
@@ -56,8 +57,10 @@ SPLITS = ("train", "test")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # Inclusive bounds of the fields that features scale. 1024 keys is the most a layout may have
-# (data.keyed.n_keys), far beyond what the small students here can learn to condition on.
+# (data.keyed.n_keys), far beyond what the small students here can learn to condition on; the beta bounds are
+# data.keyed.score_beta's.
 N_KEYS_RANGE = (1, 1024)
+SCORE_BETA_RANGE = (0.1, 10.0)
 HIDDEN_RANGE = (8, 512)
 LAYERS_RANGE = (1, 4)
 
@@ -71,6 +74,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "log_student_hidden",  # log(hidden / 8) over log(512 / 8)
     "student_layers",  # (layers - 1) / 3
     "deterministic_share",  # share of deterministic examples in the student's data
+    "member_blind",  # 1 when the student cannot tell a family's members apart
+    "log_score_beta",  # log(beta / 0.1) over log(10 / 0.1): 0.5 at the F1
 )
 
 
@@ -106,6 +111,10 @@ class Instance:
     student_hidden: int = help_field(f"Hidden size of the student, a multiple of {HIDDEN_MULTIPLE} "
                                      f"({STUDENT_HEADS} heads of even width).")
     student_layers: int = help_field("Decoder layers of the student.")
+    member_blind: bool = help_field("The student cannot tell a family's members apart (data.keyed.member_blind); "
+                                    "needs a layout with data.keyed.family_size > 1.")
+    score_beta: float = help_field("beta of the F-beta the student's answers are scored by (data.keyed.score_beta): "
+                                   "below 1 counts validity more than recall, above 1 recall more.")
 
     def __post_init__(self) -> None:
         check(isinstance(self.name, str) and bool(_NAME.fullmatch(self.name)), "name", self.name,
@@ -119,6 +128,10 @@ class Instance:
         check(self.student_hidden % HIDDEN_MULTIPLE == 0, "student_hidden", self.student_hidden,
               f"must be a multiple of {HIDDEN_MULTIPLE} ({STUDENT_HEADS} heads of even width)")
         _check_int_in("student_layers", self.student_layers, LAYERS_RANGE)
+        check(isinstance(self.member_blind, bool), "member_blind", self.member_blind, "must be true or false")
+        low, high = SCORE_BETA_RANGE
+        check(_is_number(self.score_beta) and low <= self.score_beta <= high, "score_beta", self.score_beta,
+              f"must be a number in [{low:g}, {high:g}]")
 
     def features(self) -> tuple[float, ...]:
         """The instance as ``len(FEATURE_NAMES)`` numbers in [0, 1], in the order of :data:`FEATURE_NAMES`."""
@@ -127,6 +140,8 @@ class Instance:
             _log_scale(self.student_hidden, *HIDDEN_RANGE),
             (self.student_layers - LAYERS_RANGE[0]) / (LAYERS_RANGE[1] - LAYERS_RANGE[0]),
             float(self.deterministic_share),
+            float(self.member_blind),
+            _log_scale(self.score_beta, *SCORE_BETA_RANGE),
         )
 
     def content(self) -> tuple[Any, ...]:
@@ -135,7 +150,8 @@ class Instance:
 
     def apply(self, cfg: EngineConfig) -> EngineConfig:
         """``cfg`` (a keyed preset's engine) posing this instance: its keys of the layout, its share of list
-        tasks, and its student; the teacher's data stay the preset's, so every instance shares its teacher."""
+        tasks, its student and its score; the teacher's data stay the preset's, so every instance shares its
+        teacher."""
         keyed = cfg.data.keyed
         if cfg.data.source != "keyed":
             raise ConfigError(f"instance {self.name!r}: instances pose keyed tasks, but data.source="
@@ -148,9 +164,13 @@ class Instance:
                               f"take the instance's size")
         teacher_share = (keyed.deterministic_share if keyed.teacher_deterministic_share is None
                          else keyed.teacher_deterministic_share)
+        if self.member_blind and keyed.family_size == 1:
+            raise ConfigError(f"instance {self.name!r}: member_blind=true needs a layout of families, but the "
+                              f"preset's data.keyed.family_size=1")
         keyed = dataclasses.replace(keyed, student_keys=[self.first_key, self.n_keys],
                                     deterministic_share=self.deterministic_share,
-                                    teacher_deterministic_share=teacher_share)
+                                    teacher_deterministic_share=teacher_share, member_blind=self.member_blind,
+                                    score_beta=float(self.score_beta))
         arch = {**cfg.student.arch, "hidden_size": self.student_hidden,
                 "intermediate_size": 2 * self.student_hidden, "num_hidden_layers": self.student_layers,
                 "num_attention_heads": STUDENT_HEADS, "num_key_value_heads": STUDENT_HEADS}

@@ -91,6 +91,23 @@ def test_phases_repeat_shorthand_spells_out_the_same_schedule() -> None:
             assert weights_of(env, spec, step / 12) == approx({"fkl": alpha, "rkl": 1 - alpha})
 
 
+def test_by_feature_interpolates_the_observed_feature_and_holds_beyond_the_ends() -> None:
+    env = ToyDistillEnv("mix")
+    # Toy observations are [progress, val_fkl, bias]: read α off val_fkl.
+    policy = make_baseline("by-feature:val_fkl:0.5=0.2/1.5=1", env)
+    for value, alpha in ((0.0, 0.2), (0.5, 0.2), (1.0, 0.6), (1.25, 0.8), (1.5, 1.0), (3.0, 1.0)):
+        action, _ = policy.predict(np.array([0.9, value, 1.0], dtype=np.float32))
+        assert env.action_to_weights(action) == approx({"fkl": alpha, "rkl": 1 - alpha}), value
+    # One point: a constant; the progress feature plays no part.
+    single = make_baseline("by-feature:val_fkl:0.7=0.4", env)
+    for progress in (0.0, 0.8):
+        action, _ = single.predict(np.array([progress, 2.0, 1.0], dtype=np.float32))
+        assert env.action_to_weights(action) == approx({"fkl": 0.4, "rkl": 0.6})
+    with pytest.raises(ValueError, match=r"reads the feature 'instance_log_score_beta', absent from the env's "
+                                         r"features \['progress', 'val_fkl', 'bias'\]"):
+        make_baseline("by-feature:instance_log_score_beta:0.5=1", env)
+
+
 def test_akl_needs_its_env_and_weights_akl_only() -> None:
     assert baseline_env_overrides("akl") == AKL_ENV_OVERRIDES == {"action_mode": "simplex",
                                                                    "simplex_components": ["akl"]}
@@ -132,7 +149,8 @@ def test_batch_observations_like_a_vec_env() -> None:
         policy.predict(np.zeros(2, dtype=np.float32))
 
 
-@pytest.mark.parametrize("spec", ["fixed:0.3", "linear:0.9->0.1", "cosine", "phases:0.2/0.9", "random"])
+@pytest.mark.parametrize("spec", ["fixed:0.3", "linear:0.9->0.1", "cosine", "phases:0.2/0.9", "random",
+                                  "by-feature:val_fkl:0.5=0.2/1.5=1"])
 def test_save_load_round_trip(tmp_path: Path, spec: str) -> None:
     env = ToyDistillEnv("mix")
     policy = make_baseline(spec, env, **({"seed": 5} if spec == "random" else {}))
@@ -169,6 +187,12 @@ def test_learn_is_a_no_op_returning_the_policy() -> None:
     ("phases:0.5*99999999999999999999", r"repeat count '99999999999999999999' .* from 1 to 100000"),
     ("phases:0.2/0.7*x", r"repeat count 'x' in '0.7\*x'"),
     ("phases:0.2/*3", "'' is not a number"),
+    ("by-feature:val_fkl", "expected by-feature:<name>:<x1>=<a1>/<x2>=<a2>/..."),
+    ("by-feature::0.5=1", "expected by-feature:<name>:"),
+    ("by-feature:val_fkl:0.5", r"point '0.5' must be <x>=<α>"),
+    ("by-feature:val_fkl:inf=1", r"point 'inf=1' must be <x>=<α> with a finite number x"),
+    ("by-feature:val_fkl:0.5=1.2", r"α=1.2 must lie in \[0, 1\]"),
+    ("by-feature:val_fkl:0.5=1/0.5=0", r"the points' x must increase strictly, got \[0.5, 0.5\]"),
     ("sometimes", "unknown baseline 'sometimes'; known: fkl, rkl"),
 ])
 def test_bad_specs_fail_clearly(spec: str, message: str) -> None:

@@ -4,6 +4,7 @@ the tuning runs' files, the oracle is at least the best constant on test, and a 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,13 +23,13 @@ NANO_KEYED = ["engine.data.source=keyed", "engine.data.num_examples=160", "engin
               "env.horizon=2", "env.updates_per_step=2"]
 
 
-def _instance(name: str, n_keys: int, first_key: int) -> dict[str, Any]:
+def _instance(name: str, n_keys: int, first_key: int, score_beta: float = 1.0) -> dict[str, Any]:
     return {"name": name, "n_keys": n_keys, "first_key": first_key, "deterministic_share": 0.25,
-            "student_hidden": 16, "student_layers": 1}
+            "student_hidden": 16, "student_layers": 1, "member_blind": False, "score_beta": score_beta}
 
 
 def test_the_study_runs_every_reference_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    splits = {"train": [_instance("a", 2, 0), _instance("b", 3, 2)], "test": [_instance("t", 2, 6)]}
+    splits = {"train": [_instance("a", 2, 0, 0.5), _instance("b", 3, 2, 2.0)], "test": [_instance("t", 2, 6)]}
     for split, rows in splits.items():
         (tmp_path / f"toy-{split}.yaml").write_text(yaml.safe_dump({"set": "toy", "split": split, "instances": rows}))
     out = tmp_path / "study"
@@ -50,17 +51,28 @@ def test_the_study_runs_every_reference_and_resumes(tmp_path: Path, capsys: pyte
     assert tuned["constant"] == max(tune_means, key=lambda k: tune_means[k])
     assert tuned["perturbed"] == {"fixed:0": "fixed:0.02", "fixed:1": "fixed:0.98"}[tuned["constant"]]
     assert tuned["schedule"] == "linear:1->0"
+    # The instance-aware constant plays each training instance's own best constant at its beta.
+    own = {name: max(("fixed:0", "fixed:1"), key=lambda spec: score("tune", name, 3, spec)) for name in ("a", "b")}
+    betas = {"a": (0.5 / 0.1), "b": (2.0 / 0.1)}
+    points = "/".join(f"{round(math.log(betas[n]) / math.log(100), 6):g}={own[n].removeprefix('fixed:')}"
+                      for n in ("a", "b"))
+    assert tuned["instance_aware"] == f"by-feature:instance_log_score_beta:{points}"
     # Every reference of the test stage was played on every test run, and the pair is the seed's.
-    for spec in ("fkl", "rkl", tuned["constant"], tuned["perturbed"], "linear:1->0", "fixed:0", "fixed:1"):
+    for spec in ("fkl", "rkl", tuned["constant"], tuned["perturbed"], "linear:1->0", tuned["instance_aware"],
+                 "fixed:0", "fixed:1"):
         for seed in (7, 9):
             assert bench.run_path(out, "test", "t", seed, spec).is_file()
     differences = [score("test", "t", s, tuned["constant"]) - score("test", "t", s, tuned["perturbed"])
                    for s in (7, 9)]
     assert result["noise"]["mean"] == pytest.approx(sum(differences) / 2)
     # The oracle picks the best constant on the very runs it is scored on: never below the tuned constant.
-    assert result["dynamic"]["per-instance oracle"]["mean"] >= -1e-12
+    assert result["oracle"]["mean"] >= -1e-12
+    assert set(result["dynamic"]) == {"schedule", "instance-aware constant"}
     text = (out / "report.md").read_text()
-    assert f"{result['sigma']:.4f}" in text and "per-instance oracle (tuned on test, a reference only): t:" in text
+    assert f"{result['sigma']:.4f}" in text and "per-instance oracle (tuned on test, a ceiling" in text
+    references = json.loads((out / "references.json").read_text())
+    assert references["instance-aware constant"] == tuned["instance_aware"]
+    assert references["per-instance oracle (tuned on test)"] == result["oracle"]["chosen"]
     # A rerun plays nothing and writes the same report.
     capsys.readouterr()
     assert bench.main(argv) == 0

@@ -18,6 +18,7 @@ from arkd_env.instances import (
     HIDDEN_RANGE,
     LAYERS_RANGE,
     N_KEYS_RANGE,
+    SCORE_BETA_RANGE,
     Instance,
     InstanceSet,
     instance_set_from,
@@ -31,7 +32,7 @@ DELETE = object()  # marks a key the bad-input case removes instead of setting
 
 def _instance(name: str, **changes: Any) -> dict[str, Any]:
     values: dict[str, Any] = {"name": name, "n_keys": 4, "first_key": 0, "deterministic_share": 0.25,
-                              "student_hidden": 16, "student_layers": 1}
+                              "student_hidden": 16, "student_layers": 1, "member_blind": False, "score_beta": 1.0}
     return {**values, **changes}
 
 
@@ -79,8 +80,26 @@ def test_the_shipped_set_parses_with_disjoint_splits() -> None:
         assert instance.apply(cfg).data.keyed.student_keys == [instance.first_key, instance.n_keys]
 
 
-def test_shipped_features_are_bounded_and_tell_every_two_instances_apart() -> None:
-    instances = shipped_instance_set()
+def test_the_blind_set_fits_the_blind_preset_on_whole_families_and_spans_the_score() -> None:
+    instances = shipped_instance_set("blind")
+    cfg = load_preset("blind").engine
+    family = cfg.data.keyed.family_size
+    for instance in (*instances.train, *instances.test):
+        posed = instance.apply(cfg).data.keyed
+        assert posed.member_blind and posed.score_beta == instance.score_beta
+        assert instance.first_key % family == 0 and instance.n_keys % family == 0
+    train_keys = {k for i in instances.train for k in range(i.first_key, i.first_key + i.n_keys)}
+    test_keys = {k for i in instances.test for k in range(i.first_key, i.first_key + i.n_keys)}
+    assert not train_keys & test_keys
+    # Betas on both sides of 1, where the exact limits put the best weighting at FKL (>= 1) and inside (< 1).
+    for split in (instances.train, instances.test):
+        betas = [i.score_beta for i in split]
+        assert min(betas) < 0.5 and max(betas) > 1
+
+
+@pytest.mark.parametrize("name", ["keyed", "blind"])
+def test_shipped_features_are_bounded_and_tell_every_two_instances_apart(name: str) -> None:
+    instances = shipped_instance_set(name)
     features = [instance.features() for instance in (*instances.train, *instances.test)]
     for vector in features:
         assert len(vector) == len(FEATURE_NAMES)
@@ -91,12 +110,18 @@ def test_shipped_features_are_bounded_and_tell_every_two_instances_apart() -> No
 
 def test_features_span_zero_to_one_over_the_bounds() -> None:
     low = Instance(name="low", n_keys=N_KEYS_RANGE[0], first_key=0, deterministic_share=0.0,
-                   student_hidden=HIDDEN_RANGE[0], student_layers=LAYERS_RANGE[0])
+                   student_hidden=HIDDEN_RANGE[0], student_layers=LAYERS_RANGE[0], member_blind=False,
+                   score_beta=SCORE_BETA_RANGE[0])
     high = Instance(name="high", n_keys=N_KEYS_RANGE[1], first_key=0, deterministic_share=0.5,
-                    student_hidden=HIDDEN_RANGE[1], student_layers=LAYERS_RANGE[1])
+                    student_hidden=HIDDEN_RANGE[1], student_layers=LAYERS_RANGE[1], member_blind=True,
+                    score_beta=SCORE_BETA_RANGE[1])
     assert low.features() == (0.0,) * len(FEATURE_NAMES)
-    assert high.features() == (1.0, 1.0, 1.0, 0.5)
-    assert dict(zip(FEATURE_NAMES, high.features(), strict=True))["deterministic_share"] == 0.5
+    assert high.features() == pytest.approx((1.0, 1.0, 1.0, 0.5, 1.0, 1.0))
+    named = dict(zip(FEATURE_NAMES, high.features(), strict=True))
+    assert named["deterministic_share"] == 0.5 and named["member_blind"] == 1.0
+    # The F1 sits in the middle of the log-scaled beta range.
+    assert dataclasses.replace(low, score_beta=1.0).features()[FEATURE_NAMES.index("log_score_beta")] == \
+        pytest.approx(0.5)
 
 
 def test_an_instance_changes_only_what_the_student_sees() -> None:
@@ -117,6 +142,20 @@ def test_an_instance_changes_only_what_the_student_sees() -> None:
         Instance(**_instance("far", n_keys=8, first_key=60)).apply(cfg)
     with pytest.raises(ConfigError, match=r"instance 'i': instances pose keyed tasks, but data.source='synthetic'"):
         instance.apply(load_preset("nano").engine)
+
+
+def test_an_instance_sets_the_students_blindness_and_its_score() -> None:
+    blind = Instance(**_instance("blind", n_keys=8, member_blind=True, score_beta=0.5))
+    posed = blind.apply(load_preset("blind").engine)
+    assert posed.data.keyed.member_blind and posed.data.keyed.score_beta == 0.5
+    sighted = dataclasses.replace(blind, name="sighted", member_blind=False, score_beta=2)
+    posed = sighted.apply(load_preset("blind").engine)
+    assert not posed.data.keyed.member_blind and posed.data.keyed.score_beta == 2.0
+    # Neither changes the teacher: the same one serves blind and sighted students, whatever their score.
+    assert teacher_view(posed.data) == teacher_view(load_preset("blind").engine.data)
+    with pytest.raises(ConfigError, match=r"instance 'blind': member_blind=true needs a layout of families, but "
+                                          r"the preset's data.keyed.family_size=1"):
+        blind.apply(load_preset("keyed").engine)
 
 
 def test_a_valid_pair_of_files_loads(tmp_path: Path) -> None:
@@ -149,6 +188,10 @@ BAD_INPUTS = [
          r"instances\[0\]: student_hidden=20: .*multiple of 8"),
     _bad("share-of-one", "train", ("instances", 0, "deterministic_share"), 1.0,
          r"instances\[0\]: deterministic_share=1\.0"),
+    _bad("blind-not-bool", "train", ("instances", 0, "member_blind"), "yes",
+         r"instances\[0\]\.member_blind: expected true or false"),
+    _bad("beta-out-of-range", "test", ("instances", 0, "score_beta"), 0,
+         r"instances\[0\]: score_beta=0(\.0)?: must be a number in \[0\.1, 10\]"),
     _bad("bad-name", "train", ("instances", 0, "name"), "a b", r"instances\[0\]: name='a b'"),
     _bad("missing-field", "train", ("instances", 0, "student_layers"), DELETE,
          r"missing key 'instances\[0\]\.student_layers'"),
@@ -204,6 +247,8 @@ def test_a_file_that_is_not_a_split_mapping_is_named(tmp_path: Path, text: str, 
     ({"deterministic_share": math.inf}, "deterministic_share=inf"),
     ({"first_key": -1}, "first_key=-1"),
     ({"student_layers": 5}, "student_layers=5"),
+    ({"member_blind": 1}, "member_blind=1"),
+    ({"score_beta": math.nan}, "score_beta=nan"),
 ])
 def test_instances_built_in_code_are_validated(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -67,7 +67,7 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     | probe_gap | (gain_FKL − gain_RKL) / (abs(gain_FKL) + abs(gain_RKL)), see below | none | [-1, 1] |
     | probe_gain | max(gain_FKL, gain_RKL) / M | clipped | [-1, 1] |
     | w_<component> | weight applied in the last step, per controlled component | none | [0, 1] |
-    | instance_<feature> | with `instances`: the instance (keys, student size, list share) | see below | [0, 1] |
+    | instance_<feature> | with `instances`: the instance (arkd_env/instances.py, FEATURE_NAMES) | see below | [0, 1] |
 
     gain_FKL is the drop of the reward's metric M after `probe_updates` updates of pure FKL from the current
     state on the coming batches, gain_RKL the same for pure RKL; both probes are undone. These lookahead
@@ -120,6 +120,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
       Instance sets (`instances`, `instance_split`, `reset(options={"instance": ...})`): without them nothing
       changes; with them the observation ends with the instance's features. `episode_state`/`resume_episode`
       continue an episode in another process (online runs), and `last_reward` reads the env's own reward.
+      Instances gained `member_blind` and `score_beta`, so the observation's instance features grew from 4 to
+      6 (`instance_member_blind`, `instance_log_score_beta`); the `blind` preset's instance set varies them.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium's own convention)
