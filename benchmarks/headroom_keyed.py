@@ -94,14 +94,13 @@ def run_path(out: Path, stage: str, instance: str, seed: int, spec: str) -> Path
 
 def play(job: Job) -> list[dict[str, Any]]:
     """Every spec of one (instance, seed), from that run's one initial student."""
-    from agents.baselines import make_baseline
-    from train.episode import run_episode
+    from train.episode import load_policy, run_episode
 
     preset, overrides, instances, instance, seed, specs = job
     env = _env(preset, overrides, instances)
     rows = []
     for spec in specs:
-        result = run_episode(make_baseline(spec, env), env, spec, seed,
+        result = run_episode(load_policy(spec, env), env, spec, seed,
                              options={"instance": instance, "engine_seed": seed})
         alphas = [step["weights"].get("fkl") for step in result.steps[1:]]
         rows.append({"spec": spec, "instance": instance, "seed": seed, "wall_s": result.wall_s,
@@ -213,6 +212,18 @@ def report(done: dict[tuple[str, str, int], dict[str, Any]], tuned: dict[str, An
                       if all((spec, i, s) in done for i, s in runs)}}
 
 
+def agent_rows(done: dict[tuple[str, str, int], dict[str, Any]], agent: str, result: dict[str, Any],
+               runs: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """A learned policy against the best constant and the best dynamic reference, and the share of the
+    headroom (the mean gain over the best constant, over the best dynamic reference's) it recovers."""
+    tuned = result["tuned"]
+    reference = tuned["schedule"] if result["best_dynamic"] == "schedule" else tuned["instance_aware"]
+    gain = paired(done, agent, tuned["constant"], SCORE, runs)
+    return {"vs best constant": gain, "vs best dynamic": paired(done, agent, reference, SCORE, runs),
+            "headroom share": gain["mean"] / result["headroom"] if result["headroom"] > 0 else None,
+            "alphas": [done[agent, i, s]["alphas"] for i, s in runs]}
+
+
 def markdown(result: dict[str, Any], command: str) -> str:
     def cell(row: dict[str, Any]) -> str:
         return f"{row['mean']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}] ({row['method']}, n={row['n']})"
@@ -234,6 +245,11 @@ def markdown(result: dict[str, Any], command: str) -> str:
     oracle = result["oracle"]
     lines.append(f"- per-instance oracle (tuned on test, a ceiling, never a result) − best constant: {cell(oracle)}; "
                  + ", ".join(f"{i}: `{spec}`" for i, spec in oracle["chosen"].items()))
+    for agent, row in result.get("agents", {}).items():
+        share = row["headroom share"]
+        lines.append(f"- `{agent}` − best constant: {cell(row['vs best constant'])}; − {result['best_dynamic']}: "
+                     f"{cell(row['vs best dynamic'])}; share of the headroom recovered: "
+                     + (f"{share:.0%}" if share is not None else "no headroom to recover"))
     lines += ["", "| policy | mean test score |", "|---|---|"]
     lines += [f"| `{spec}` | {score:.4f} |" for spec, score in sorted(result["means"].items(), key=lambda kv: -kv[1])]
     return "\n".join(lines) + "\n"
@@ -250,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=list(EVAL_SEEDS))
     parser.add_argument("--instance-feature", default=INSTANCE_FEATURE, choices=FEATURE_NAMES,
                         help="the instance feature the instance-aware constant reads")
+    parser.add_argument("--agents", nargs="+", default=[], metavar="POLICY",
+                        help="saved policies (policy.zip or run folders) trained on the training instances, played "
+                             "on every test run beside the references and scored against them")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -275,9 +294,10 @@ def main(argv: list[str] | None = None) -> int:
 
     test_runs = [(i, s) for i in instances.names("test") for s in args.eval_seeds]
     test_specs: list[str] = list(dict.fromkeys(["fkl", "rkl", best_constant, tuned["perturbed"], schedule,
-                                                tuned["instance_aware"], *constants]))
+                                                tuned["instance_aware"], *constants, *args.agents]))
     tested = run_stage(args.out, "test", [(*common, i, s, test_specs) for i, s in test_runs], args.workers)
     result = report(tested, tuned, args.alphas, test_runs)
+    result["agents"] = {agent: agent_rows(tested, agent, result, test_runs) for agent in args.agents}
     result["wall_s"] = time.perf_counter() - start
     command = "python benchmarks/headroom_keyed.py " + " ".join(argv if argv is not None else [])
     atomic_write_text(args.out / "report.json", json.dumps(result, indent=1))

@@ -33,10 +33,14 @@ def test_the_study_runs_every_reference_and_resumes(tmp_path: Path, capsys: pyte
     for split, rows in splits.items():
         (tmp_path / f"toy-{split}.yaml").write_text(yaml.safe_dump({"set": "toy", "split": split, "instances": rows}))
     out = tmp_path / "study"
+    # A saved policy stands in for a trained agent: a baseline saved as a file is loaded as an agent would be.
+    from agents.baselines import make_baseline
+
+    agent = str(make_baseline("fixed:0.5", None).save(tmp_path / "agent" / "policy.zip"))
     argv = ["--preset", "nano", *[a for o in NANO_KEYED for a in ("--set", o)],
             "--instances", f"{tmp_path / 'toy-train.yaml'}:{tmp_path / 'toy-test.yaml'}",
             "--alphas", "0", "1", "--schedules", "linear:1->0", "--tune-seeds", "3", "--eval-seeds", "7", "9",
-            "--out", str(out)]
+            "--agents", agent, "--out", str(out)]
     bench = _bench()
     assert bench.main(argv) == 0
     result = json.loads((out / "report.json").read_text())
@@ -70,6 +74,12 @@ def test_the_study_runs_every_reference_and_resumes(tmp_path: Path, capsys: pyte
     assert set(result["dynamic"]) == {"schedule", "instance-aware constant"}
     text = (out / "report.md").read_text()
     assert f"{result['sigma']:.4f}" in text and "per-instance oracle (tuned on test, a ceiling" in text
+    # The agent was played on every test run and is scored against the best constant, run by run.
+    agent_gain = [score("test", "t", s, agent) - score("test", "t", s, tuned["constant"]) for s in (7, 9)]
+    row = result["agents"][agent]
+    assert row["vs best constant"]["mean"] == pytest.approx(sum(agent_gain) / 2)
+    assert [set(alphas) for alphas in row["alphas"]] == [{0.5}, {0.5}]
+    assert f"`{agent}` − best constant" in (out / "report.md").read_text()
     references = json.loads((out / "references.json").read_text())
     assert references["instance-aware constant"] == tuned["instance_aware"]
     assert references["per-instance oracle (tuned on test)"] == result["oracle"]["chosen"]
