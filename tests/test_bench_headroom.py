@@ -95,3 +95,21 @@ def test_the_study_runs_every_reference_and_resumes(tmp_path: Path, capsys: pyte
 def test_tuning_and_evaluation_seeds_must_differ(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         _bench().main(["--tune-seeds", "1", "--eval-seeds", "1", "--out", str(tmp_path)])
+
+
+def test_the_blind_preset_ships_the_studys_references() -> None:
+    from arkd_env.config import load_preset
+    from train.config import load_run_config
+
+    references = json.loads((Path(__file__).parents[1] / "docs" / "results" / "blind_design7" /
+                             "references.json").read_text())
+    policies = load_run_config("blind").run.policies
+    for name in ("best constant", "best schedule", "instance-aware constant"):
+        spec = references[name]
+        assert (spec in policies) or (spec == "fixed:1" and "fkl" in policies), name
+    # The instance-aware constant reads a feature the blind preset's env has.
+    from agents.baselines import make_baseline
+    from arkd_env.instances import FEATURE_NAMES
+
+    feature = make_baseline(references["instance-aware constant"], None).feature  # type: ignore[attr-defined]
+    assert feature.removeprefix("instance_") in FEATURE_NAMES and load_preset("blind").env.instances == "blind"

@@ -315,9 +315,9 @@ KEYED_NANO = {"data.source": "keyed", "data.num_examples": 160, "data.val_size":
                              "teacher_deterministic_share": 0.25}}
 
 
-def _instance(name: str, n_keys: int, first_key: int, hidden: int = 16) -> dict[str, Any]:
+def _instance(name: str, n_keys: int, first_key: int, hidden: int = 16, score_beta: float = 1.0) -> dict[str, Any]:
     return {"name": name, "n_keys": n_keys, "first_key": first_key, "deterministic_share": 0.25,
-            "student_hidden": hidden, "student_layers": 1}
+            "student_hidden": hidden, "student_layers": 1, "member_blind": False, "score_beta": score_beta}
 
 
 @pytest.fixture(scope="module")
@@ -325,7 +325,8 @@ def instance_files(tmp_path_factory: pytest.TempPathFactory) -> str:
     import yaml
 
     folder = tmp_path_factory.mktemp("instances")
-    splits = {"train": [_instance("a", 2, 0), _instance("b", 4, 2, hidden=24)], "test": [_instance("t", 2, 6)]}
+    splits = {"train": [_instance("a", 2, 0), _instance("b", 4, 2, hidden=24, score_beta=0.5)],
+              "test": [_instance("t", 2, 6)]}
     for split, instances in splits.items():
         (folder / f"toy-{split}.yaml").write_text(yaml.safe_dump({"set": "toy", "split": split,
                                                                    "instances": instances}))
@@ -349,6 +350,7 @@ def test_an_instance_set_poses_each_instance_with_its_own_student_and_keys(insta
         features = obs[-len(FEATURE_NAMES):]
         np.testing.assert_allclose(features, instances.get(name).features(), rtol=1e-6)
         assert env.distiller.student.config.hidden_size == instances.get(name).student_hidden
+        assert env.distiller.cfg.data.keyed.score_beta == instances.get(name).score_beta
         assert env.distiller._answers is not None
         prompts = env.distiller._answers.prompts
         first = instances.get(name).first_key
