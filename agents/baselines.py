@@ -282,7 +282,9 @@ class FeaturePolicy(BaselinePolicy):
     def _act_row(self, row: np.ndarray, index: int) -> Any:
         assert self._feature_index is not None  # set_env ran _check_env
         value = self.alpha(float(row[self._feature_index]))
-        return self._action_for(alpha_to_weights(value, self.target.component_names, self.target.action_mode))
+        # Not through the action cache: a continuous feature would give it a new α at every step.
+        return self.target.weights_to_action(alpha_to_weights(value, self.target.component_names,
+                                                              self.target.action_mode))
 
 
 def _parse_feature_points(spec: str, text: str) -> tuple[str, list[tuple[float, float]]]:

@@ -97,6 +97,7 @@ class ModelConfig:
 
 
 MAX_FAMILY_SIZE = 8
+SCORE_BETA_RANGE = (0.1, 10.0)  # of data.keyed.score_beta, and of the instances that set it
 
 
 @dataclass
@@ -144,8 +145,10 @@ class KeyedConfig:
         check(1 <= self.family_size <= min(self.n_keys, MAX_FAMILY_SIZE) and self.n_keys % self.family_size == 0,
               "data.keyed.family_size", self.family_size,
               f"must be at most {MAX_FAMILY_SIZE} and divide n_keys={self.n_keys}")
+        low, high = SCORE_BETA_RANGE
         check(not isinstance(self.score_beta, bool) and isinstance(self.score_beta, (int, float))
-              and 0.1 <= self.score_beta <= 10, "data.keyed.score_beta", self.score_beta, "must lie in [0.1, 10]")
+              and low <= self.score_beta <= high, "data.keyed.score_beta", self.score_beta,
+              f"must lie in [{low:g}, {high:g}]")
         check(not self.member_blind or self.family_size > 1, "data.keyed.member_blind", self.member_blind,
               f"needs data.keyed.family_size > 1 (it is {self.family_size}): without families there are no "
               f"members to confuse")

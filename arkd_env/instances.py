@@ -50,17 +50,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from arkd_env.config import ConfigError, EngineConfig, check, from_dict, help_field, read_yaml
+from arkd_env.config import SCORE_BETA_RANGE, ConfigError, EngineConfig, check, from_dict, help_field, read_yaml
 
 INSTANCE_DIR = Path(__file__).parent / "configs" / "instances"
 SPLITS = ("train", "test")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # Inclusive bounds of the fields that features scale. 1024 keys is the most a layout may have
-# (data.keyed.n_keys), far beyond what the small students here can learn to condition on; the beta bounds are
-# data.keyed.score_beta's.
+# (data.keyed.n_keys), far beyond what the small students here can learn to condition on; the beta bounds
+# (SCORE_BETA_RANGE) are data.keyed.score_beta's.
 N_KEYS_RANGE = (1, 1024)
-SCORE_BETA_RANGE = (0.1, 10.0)
 HIDDEN_RANGE = (8, 512)
 LAYERS_RANGE = (1, 4)
 

@@ -42,6 +42,8 @@ import dataclasses
 import hashlib
 import json
 import multiprocessing
+import shlex
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,15 +111,21 @@ def play(job: Job) -> list[dict[str, Any]]:
 
 
 def run_stage(out: Path, stage: str, jobs: list[Job], workers: int) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """Every (spec, instance, seed) of ``jobs``: read back when its file exists, else played and written."""
+    """Every (spec, instance, seed) of ``jobs``: read back when its file holds that run, else played and
+    written. A file of another spec (two names that sanitize alike) is replayed, not trusted; the files are not
+    keyed by the preset or the instance's contents, so a changed design needs a new ``--out``."""
     done: dict[tuple[str, str, int], dict[str, Any]] = {}
     todo: list[Job] = []
     for job in jobs:
         *head, instance, seed, specs = job
-        missing = [s for s in specs if not run_path(out, stage, instance, seed, s).is_file()]
+        missing = []
         for spec in specs:
-            if spec not in missing:
-                done[spec, instance, seed] = json.loads(run_path(out, stage, instance, seed, spec).read_text())
+            path = run_path(out, stage, instance, seed, spec)
+            row = json.loads(path.read_text()) if path.is_file() else None
+            if row is not None and row.get("spec") == spec:
+                done[spec, instance, seed] = row
+            else:
+                missing.append(spec)
         if missing:
             todo.append((*head, instance, seed, missing))  # type: ignore[arg-type]
     print(f"{stage}: {sum(len(j[-1]) for j in todo)} runs to play, {len(done)} already done", flush=True)
@@ -224,6 +232,25 @@ def agent_rows(done: dict[tuple[str, str, int], dict[str, Any]], agent: str, res
             "alphas": [done[agent, i, s]["alphas"] for i, s in runs]}
 
 
+def plot_alphas(done: dict[tuple[str, str, int], dict[str, Any]], result: dict[str, Any],
+                runs: Sequence[tuple[str, int]], folder: Path) -> list[Path]:
+    """One figure per test instance: α per env step of every agent beside the references tuned on training."""
+    from train.plots import weight_trajectories
+
+    tuned = result["tuned"]
+    names = {tuned["constant"]: f"best constant ({tuned['constant']})",
+             tuned["schedule"]: f"best schedule ({tuned['schedule']})",
+             tuned["instance_aware"]: "instance-aware constant", **{a: a for a in result["agents"]}}
+    paths = []
+    for instance in sorted({i for i, _ in runs}):
+        seeds = [s for i, s in runs if i == instance]
+        episodes = {label: [[{"step": k + 1, "weights": {"fkl": a, "rkl": 1.0 - a}}
+                             for k, a in enumerate(done[spec, instance, s]["alphas"])] for s in seeds]
+                    for spec, label in names.items()}
+        paths.append(weight_trajectories(episodes, folder / f"alphas_{instance}.png"))
+    return paths
+
+
 def markdown(result: dict[str, Any], command: str) -> str:
     def cell(row: dict[str, Any]) -> str:
         return f"{row['mean']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}] ({row['method']}, n={row['n']})"
@@ -298,8 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     tested = run_stage(args.out, "test", [(*common, i, s, test_specs) for i, s in test_runs], args.workers)
     result = report(tested, tuned, args.alphas, test_runs)
     result["agents"] = {agent: agent_rows(tested, agent, result, test_runs) for agent in args.agents}
+    if args.agents:
+        plot_alphas(tested, result, test_runs, args.out)
     result["wall_s"] = time.perf_counter() - start
-    command = "python benchmarks/headroom_keyed.py " + " ".join(argv if argv is not None else [])
+    command = "python benchmarks/headroom_keyed.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     atomic_write_text(args.out / "report.json", json.dumps(result, indent=1))
     atomic_write_text(args.out / "report.md", markdown(result, command.strip()))
     references = {"best constant": best_constant, "best schedule": schedule,

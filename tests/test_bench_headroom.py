@@ -4,7 +4,6 @@ the tuning runs' files, the oracle is at least the best constant on test, and a 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -57,10 +56,9 @@ def test_the_study_runs_every_reference_and_resumes(tmp_path: Path, capsys: pyte
     assert tuned["schedule"] == "linear:1->0"
     # The instance-aware constant plays each training instance's own best constant at its beta.
     own = {name: max(("fixed:0", "fixed:1"), key=lambda spec: score("tune", name, 3, spec)) for name in ("a", "b")}
-    betas = {"a": (0.5 / 0.1), "b": (2.0 / 0.1)}
-    points = "/".join(f"{round(math.log(betas[n]) / math.log(100), 6):g}={own[n].removeprefix('fixed:')}"
-                      for n in ("a", "b"))
-    assert tuned["instance_aware"] == f"by-feature:instance_log_score_beta:{points}"
+    # log(beta / 0.1) / log(100): 0.349485 at beta 0.5, 0.650515 at beta 2.
+    assert tuned["instance_aware"] == (f"by-feature:instance_log_score_beta:0.349485={own['a'].removeprefix('fixed:')}"
+                                       f"/0.650515={own['b'].removeprefix('fixed:')}")
     # Every reference of the test stage was played on every test run, and the pair is the seed's.
     for spec in ("fkl", "rkl", tuned["constant"], tuned["perturbed"], "linear:1->0", tuned["instance_aware"],
                  "fixed:0", "fixed:1"):
@@ -80,6 +78,7 @@ def test_the_study_runs_every_reference_and_resumes(tmp_path: Path, capsys: pyte
     assert row["vs best constant"]["mean"] == pytest.approx(sum(agent_gain) / 2)
     assert [set(alphas) for alphas in row["alphas"]] == [{0.5}, {0.5}]
     assert f"`{agent}` − best constant" in (out / "report.md").read_text()
+    assert (out / "alphas_t.png").stat().st_size > 0
     references = json.loads((out / "references.json").read_text())
     assert references["instance-aware constant"] == tuned["instance_aware"]
     assert references["per-instance oracle (tuned on test)"] == result["oracle"]["chosen"]

@@ -66,9 +66,14 @@ def test_a_locked_run_folder_refuses_a_second_command(tmp_path: Path) -> None:
 def test_policies_whose_names_share_a_result_folder_are_refused(tmp_path: Path) -> None:
     from train.compare import run_compare, unique_labels
     from train.config import load_run_config
+    from train.runs import sanitize
 
     # A saved policy in a run folder named like the sanitised baseline spec:
     assert unique_labels(["linear:1->0", "linear-1--0/policy.zip"]) == ["linear:1->0", "linear-1--0-2"]
+    # Specs longer than a folder name may be, equal in their first 80 characters, still get folders of their own.
+    long = "by-feature:instance_log_score_beta:" + "/".join(f"0.{i}=0.5" for i in range(1, 9))
+    labels = unique_labels([long + "/0.95=1", long + "/0.95=0"])
+    assert len({sanitize(name) for name in labels}) == 2
     with pytest.raises(ValueError, match=r"'x/y' and 'x-y' would share the result folder"):
         run_compare(load_run_config("nano"), ["fkl", "rkl"], [100], tmp_path, names=["x/y", "x-y"])
     assert not (tmp_path / "runs").exists()

@@ -290,7 +290,8 @@ def unique_labels(specs: Sequence[str]) -> list[str]:
         name = label(spec)
         candidate, k = name, 2
         while sanitize(candidate) in {sanitize(existing) for existing in labels}:
-            candidate, k = f"{name}-{k}", k + 1
+            # Cut first: sanitize() keeps 80 characters, so a suffix on a longer name would never tell it apart.
+            candidate, k = f"{name[:64]}-{k}", k + 1
         labels.append(candidate)
     return labels
 
