@@ -1,4 +1,4 @@
-"""Regenerate the tables of docs/results.md: learned weighting policies against fixed and heuristic ones.
+"""Regenerate the old default's tables (docs/results/history.md): learned policies against fixed and heuristic ones.
 
     python benchmarks/bench_policies.py [--preset embedded] [--timesteps 720] [--seeds 100,101,102,103,104]
 
@@ -37,7 +37,7 @@ BASELINES = ("fkl", "rkl", "fixed:0.5", "akl", "greedy")
 PROBE_OBSERVATION = ("[progress, fkl, rkl, akl_head_ratio, akl_tail_ratio, teacher_entropy, student_entropy, "
                      "top1_agreement, student_ce, grad_norm, val_metric, val_delta, probe_gap, probe_gain]")
 # PPO choosing among greedy's five α (action_mode grid), rewarded against α = 0.5 from the same state
-# (reward relative), with larger policy steps: 720 env steps are only 45 PPO updates (docs/results.md).
+# (reward relative), with larger policy steps: 720 env steps are only 45 PPO updates (docs/results/history.md).
 GRID_PPO = ["env.action_mode=grid", "agent.hparams.learning_rate=0.001", "agent.hparams.n_epochs=8"]
 # name -> (algorithm, config overrides of its `arkd train`)
 AGENTS: dict[str, tuple[str, list[str]]] = {

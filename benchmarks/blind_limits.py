@@ -11,7 +11,7 @@ benchmark's own metrics (:func:`arkd_env.eval.exact.exact_scores`, on layouts fr
 above 1, the score wants more tail than forward KL's optimum, so no weighting of FKL and RKL can beat pure
 FKL for such a student once it has converged; below 1, the best weighting lies strictly between them.
 
-    python benchmarks/blind_limits.py                       # the grid of docs/results.md, design 5
+    python benchmarks/blind_limits.py                       # the grid of docs/results/history.md, design 5
     python benchmarks/blind_limits.py --family-sizes 4 --modes 6 --zipf 1 --points 2001 --beta 0.5
 """
 

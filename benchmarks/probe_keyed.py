@@ -1,4 +1,4 @@
-"""Design probe of the keyed benchmark (docs/results.md, "design 1"): how well the teacher reproduces the true
+"""Design probe of the keyed benchmark (docs/results/history.md, "design 1"): how well the teacher reproduces the true
 answer distributions, and where constant weightings (by default pure FKL, pure RKL and α = 0.5) leave a
 student after one episode's updates.
 

@@ -25,7 +25,7 @@ embedding for every ordinal (``data.keyed.member_blind``, :data:`MEMBER_NAMES`) 
 aliased contexts the forward-KL optimum is their arithmetic mean (every member's tail: valid for one member
 only), the reverse-KL optimum their normalised geometric mean (only the answers valid for all: the shared
 head). For such a student validity and tail recall move in opposite directions with the weighting; a
-student that tells the members apart meets neither limit (docs/results.md, designs 4 and 5, measure both).
+student that tells the members apart meets neither limit (docs/results/history.md, designs 4 and 5, measure both).
 
 **True distribution.** Per key, Zipf over its ranked answers, ``p(a_r) = r^-s / sum_j j^-s``, and the
 *head* is the shortest most-likely-first prefix whose mass reaches one half, as in the synthetic suite.
