@@ -112,3 +112,30 @@ def test_the_blind_preset_ships_the_studys_references() -> None:
 
     feature = make_baseline(references["instance-aware constant"], None).feature  # type: ignore[attr-defined]
     assert feature.removeprefix("instance_") in FEATURE_NAMES and load_preset("blind").env.instances == "blind"
+
+
+def test_instances_of_one_feature_value_share_the_mean_of_their_best_constants() -> None:
+    from arkd_env.instances import Instance, InstanceSet
+
+    bench = _bench()
+
+    def instance(name: str, beta: float) -> Instance:
+        return Instance(**{**_instance(name, 2, 0, beta), "first_key": {"a": 0, "b": 2, "c": 4}[name]})
+
+    instances = InstanceSet(name="toy", train=(instance("a", 0.5), instance("b", 0.5), instance("c", 2.0)),
+                            test=(Instance(**_instance("t", 2, 6)),))
+    # Best constants by hand: a -> 0, b -> 1 (same beta: they share α 0.5), c -> 1.
+    scores = {("a", "fixed:0"): 0.9, ("a", "fixed:1"): 0.1, ("b", "fixed:0"): 0.2, ("b", "fixed:1"): 0.8,
+              ("c", "fixed:0"): 0.3, ("c", "fixed:1"): 0.7}
+    done = {(spec, name, 0): {"val_score": value} for (name, spec), value in scores.items()}
+    runs = [("a", 0), ("b", 0), ("c", 0)]
+    assert bench.instance_aware(done, [0.0, 1.0], runs, instances, "log_score_beta") == \
+        "by-feature:instance_log_score_beta:0.349485=0.5/0.650515=1"
+
+
+def test_long_specs_that_differ_in_their_tails_get_files_of_their_own(tmp_path: Path) -> None:
+    bench = _bench()
+    long = "by-feature:instance_log_score_beta:" + "/".join(f"0.{i}=0.5" for i in range(1, 9))
+    first, second = (bench.run_path(tmp_path, "test", "t", 1, long + tail) for tail in ("/0.95=1", "/0.95=0"))
+    assert first != second and first.parent == second.parent
+    assert bench.run_path(tmp_path, "test", "t", 1, "phases:0.5/1").name == "phases-0.5-1.json"
