@@ -224,16 +224,15 @@ def agent_rows(done: dict[tuple[str, str, int], dict[str, Any]], agent: str, res
                runs: Sequence[tuple[str, int]]) -> dict[str, Any]:
     """A learned policy against the best constant and the best dynamic reference, and the share of the
     headroom (the mean gain over the best constant, over the best dynamic reference's) it recovers."""
-    tuned = result["tuned"]
-    reference = tuned["schedule"] if result["best_dynamic"] == "schedule" else tuned["instance_aware"]
-    gain = paired(done, agent, tuned["constant"], SCORE, runs)
+    reference = result["dynamic"][result["best_dynamic"]]["a"]  # the spec that row paired with the constant
+    gain = paired(done, agent, result["tuned"]["constant"], SCORE, runs)
     return {"vs best constant": gain, "vs best dynamic": paired(done, agent, reference, SCORE, runs),
             "headroom share": gain["mean"] / result["headroom"] if result["headroom"] > 0 else None,
             "alphas": [done[agent, i, s]["alphas"] for i, s in runs]}
 
 
 def plot_alphas(done: dict[tuple[str, str, int], dict[str, Any]], result: dict[str, Any],
-                runs: Sequence[tuple[str, int]], folder: Path) -> list[Path]:
+                runs: Sequence[tuple[str, int]], folder: Path) -> None:
     """One figure per test instance: α per env step of every agent beside the references tuned on training."""
     from train.plots import weight_trajectories
 
@@ -241,14 +240,12 @@ def plot_alphas(done: dict[tuple[str, str, int], dict[str, Any]], result: dict[s
     names = {tuned["constant"]: f"best constant ({tuned['constant']})",
              tuned["schedule"]: f"best schedule ({tuned['schedule']})",
              tuned["instance_aware"]: "instance-aware constant", **{a: a for a in result["agents"]}}
-    paths = []
     for instance in sorted({i for i, _ in runs}):
         seeds = [s for i, s in runs if i == instance]
         episodes = {label: [[{"step": k + 1, "weights": {"fkl": a, "rkl": 1.0 - a}}
                              for k, a in enumerate(done[spec, instance, s]["alphas"])] for s in seeds]
                     for spec, label in names.items()}
-        paths.append(weight_trajectories(episodes, folder / f"alphas_{instance}.png"))
-    return paths
+        weight_trajectories(episodes, folder / f"alphas_{instance}.png")
 
 
 def markdown(result: dict[str, Any], command: str) -> str:
