@@ -329,11 +329,17 @@ class EnvConfig:
     instance_split: str = help_field(
         "The split reset draws an instance from when reset(options=...) names none: 'train' (agents learn on "
         "it) or 'test'.", default="train")
+    instance: str | None = help_field(
+        "One instance of the set (by name, of either split) that every episode poses when reset(options=...) "
+        "names none, in place of a draw from instance_split: one run on one instance (arkd distill, --online).",
+        default=None)
 
     def __post_init__(self) -> None:
         check(self.horizon >= 1, "horizon", self.horizon, "must be >= 1")
         check(self.instance_split in ("train", "test"), "instance_split", self.instance_split,
               "must be train or test")
+        check(self.instance is None or (self.instances is not None and isinstance(self.instance, str)),
+              "instance", self.instance, "names an instance of env.instances, so it needs an instance set")
         check(self.updates_per_step >= 1, "updates_per_step", self.updates_per_step, "must be >= 1")
         check(self.action_mode in ACTION_MODES, "action_mode", self.action_mode, f"must be one of {ACTION_MODES}")
         check(self.reward in REWARDS, "reward", self.reward, f"must be one of {REWARDS}")

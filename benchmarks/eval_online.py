@@ -5,7 +5,10 @@
 Every policy runs once per engine seed from the same initial student and data order (`arkd distill` for the
 baselines, `arkd distill --online` for the agents) with the preset's env as configured. The final students are
 scored on the held-out test examples (`test_*`), which no reward or probe saw. With an instance set
-(`env.instances`), episodes pose test instances only (`env.instance_split=test`). The report has one row
+(`env.instances`), every test instance is played on every seed (`env.instance`), and these are the pairs;
+the preset's reference policies (`run.policies`) join the constants. Each finished run is kept under
+`WORK/runs/` (the online ones in their own folders, resumed from their checkpoints), so a killed
+invocation continues where it stopped. The report has one row
 per policy: mean ± std over seeds, `student_updates` (every update a run made, probes and lookaheads
 included, which is where greedy and the relative reward pay), the paired differences against `fixed:0.5`
 (Student t below 30 pairs, percentile bootstrap above), and the α trajectory of each online agent, as the mean
@@ -35,16 +38,18 @@ sys.path.insert(0, str(REPO))
 
 from arkd_env.atomic import atomic_write_text  # noqa: E402
 from arkd_env.eval.direction import direction  # noqa: E402
-from train.compare import build_table  # noqa: E402
+from arkd_env.instances import instance_set_from  # noqa: E402
+from train.compare import build_table, unique_labels  # noqa: E402
 from train.config import RunConfig, load_run_config, replace  # noqa: E402
 from train.episode import EpisodeResult, play  # noqa: E402
 from train.online import run_online  # noqa: E402
+from train.runs import sanitize  # noqa: E402
 
 CONSTANTS = ("fkl", "rkl", "fixed:0.25", "fixed:0.5", "fixed:0.75")
 HEURISTICS = ("akl", "greedy")
 # name -> extra config the agent needs (the bandit chooses among the grid of α)
 ONLINE: dict[str, dict[str, Any]] = {"online-bandit": {"action_mode": "grid"}, "online-reinforce": {},
-                                     "online-ppo": {}, "online-prototype": {}}
+                                     "online-ppo": {}, "online-sac": {}, "online-prototype": {}}
 REFERENCE = "fixed:0.5"
 DEFAULT_SEEDS = "300-319"  # chosen before any run of this script; no earlier result used them
 # Held-out divergences where the preset holds test examples out (else the validation ones), then the
@@ -60,13 +65,35 @@ def parse_seeds(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
-def online_result(cfg: RunConfig, name: str, seed: int, work: Path) -> EpisodeResult:
+def online_result(cfg: RunConfig, name: str, seed: int, out: Path) -> EpisodeResult:
     algo = name.removeprefix("online-")
     # The agent's own seed follows the engine seed, so the results average over its exploration too.
     played = replace(cfg, env=ONLINE[name], run={"seed": seed})
-    out = work / name / f"seed_{seed}"
     out.mkdir(parents=True, exist_ok=True)
     return run_online(played, algo, seed, out, resume=(out / "online.json").is_file())
+
+
+def played_result(cfg: RunConfig, spec: str, seed: int, path: Path) -> EpisodeResult:
+    """One episode of ``spec``, read back from ``path`` when an earlier (killed) invocation finished it."""
+    if path.is_file():
+        return EpisodeResult(**json.loads(path.read_text()))
+    result = play(cfg, spec, seed)[0]
+    atomic_write_text(path, json.dumps(dataclasses.asdict(result), default=float))
+    return result
+
+
+def paired_runs(cfg: RunConfig, seeds: list[int]) -> list[tuple[str | None, int, RunConfig]]:
+    """Every (test instance, engine seed) pair with the config that poses it (``env.instance``); the preset's
+    own task on each seed without an instance set."""
+    if cfg.env.instances is None:
+        return [(None, seed, cfg) for seed in seeds]
+    names = instance_set_from(cfg.env.instances).names("test")
+    return [(name, seed, replace(cfg, env={"instance": name})) for name in names for seed in seeds]
+
+
+def baselines(cfg: RunConfig) -> list[str]:
+    """The constants and heuristics, then the preset's own reference policies (``run.policies``)."""
+    return list(dict.fromkeys([*CONSTANTS, *HEURISTICS, *cfg.run.policies]))
 
 
 def primary_metric(run: dict[str, float]) -> str:
@@ -112,29 +139,37 @@ def main() -> int:
 
     seeds = parse_seeds(args.seeds)
     cfg = load_run_config(args.preset, None, args.overrides)
-    if cfg.env.instances is not None:
-        cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, instance_split="test"))
     work = Path(args.work or REPO / "runs" / "eval_online" / time.strftime("%Y%m%d-%H%M%S"))
     work.mkdir(parents=True, exist_ok=True)
+    pairs = paired_runs(cfg, seeds)
     start = time.perf_counter()
     runs: dict[str, list[EpisodeResult]] = {}
-    for spec in (*CONSTANTS, *HEURISTICS, *args.episodic):
-        runs[spec] = [play(cfg, spec, seed)[0] for seed in seeds]
-        print(f"{spec}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+    specs = [*baselines(cfg), *args.episodic]
+    for spec, name in zip(specs, unique_labels(specs), strict=True):
+        folder = work / "runs" / sanitize(name)
+        runs[name] = [played_result(played, spec, seed, folder / f"{where or 'task'}_{seed}.json")
+                      for where, seed, played in pairs]
+        print(f"{name}: done ({time.perf_counter() - start:.0f} s)", flush=True)
     for name in ONLINE:
-        runs[name] = [online_result(cfg, name, seed, work) for seed in seeds]
+        runs[name] = [online_result(played, name, seed, work / name / (where or "task") / f"seed_{seed}")
+                      for where, seed, played in pairs]
         print(f"{name}: done ({time.perf_counter() - start:.0f} s)", flush=True)
 
     metrics = {name: [r.metrics for r in results] for name, results in runs.items()}
     primary = primary_metric(metrics[REFERENCE][0])
     best = best_constant(metrics, primary)
-    table = build_table(metrics, seeds, references=[REFERENCE, best] if best != REFERENCE else [REFERENCE])
+    references = [REFERENCE, best] if best != REFERENCE else [REFERENCE]
+    table = build_table(metrics, [seed for _, seed, _ in pairs], references=references)
     held_out = "test_divergence" in table.metrics  # then the validation divergence would only repeat it
     shown = [m for m in SHOWN if m in table.metrics and not (m == "val_divergence" and held_out)]
     wall = time.perf_counter() - start
-    report = (f"# Online agents on `{args.preset}` ({len(seeds)} paired engine seeds {seeds[0]}-{seeds[-1]})\n\n"
+    span = f"{seeds[0]}-{seeds[-1]}"
+    where = (f"{len(pairs)} paired runs: every test instance of `{cfg.env.instances}` on engine seeds {span}"
+             if cfg.env.instances else f"{len(seeds)} paired engine seeds {span}")
+    report = (f"# Online agents on `{args.preset}` ({where})\n\n"
               f"Command: `python benchmarks/eval_online.py --preset {args.preset} --seeds {args.seeds}"
-              + "".join(f" --set {o}" for o in args.overrides) + "`; "
+              + "".join(f" --set {o}" for o in args.overrides)
+              + "".join(f" --episodic {p}" for p in args.episodic) + "`; "
               f"{wall:.0f} s. Best constant on these seeds (oracle, by mean {primary}): `{best}`.\n\n"
               + table.markdown(shown) + "\n\n" + trajectories(runs) + "\n")
     target = Path(args.report) if args.report else work / "report.md"

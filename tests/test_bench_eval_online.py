@@ -31,6 +31,34 @@ def test_the_best_constant_is_chosen_by_the_score_upwards_and_by_a_divergence_do
     assert bench.best_constant(metrics, "val_divergence") == "rkl"
 
 
+def test_with_an_instance_set_every_test_instance_is_paired_with_every_seed() -> None:
+    from arkd_env.instances import instance_set_from
+    from train.config import load_run_config
+
+    bench = load_benchmark("eval_online")
+    cfg = load_run_config("blind", None, [])
+    tests = instance_set_from("blind").names("test")
+    pairs = bench.paired_runs(cfg, [7, 8])
+    assert [(name, seed) for name, seed, _ in pairs] == [(n, s) for n in tests for s in (7, 8)]
+    assert all(played.env.instance == name for name, _, played in pairs)
+    assert [(name, played.env.instance) for name, _, played in bench.paired_runs(load_run_config("nano", None, []),
+                                                                                 [7])] == [(None, None)]
+    # the preset's references join the constants, each once
+    assert bench.baselines(cfg)[-2:] == cfg.run.policies[-2:] and bench.baselines(cfg).count("fkl") == 1
+
+
+def test_a_finished_run_is_read_back_instead_of_played_again(tmp_path: Path) -> None:
+    from train.config import load_run_config
+
+    bench = load_benchmark("eval_online")
+    kept = tmp_path / "fkl" / "task_3.json"
+    kept.parent.mkdir()
+    kept.write_text(json.dumps({"policy": "fkl", "seed": 3, "episode_return": 0.25, "metrics": {"val_score": 0.5}}))
+    # a preset that could not be played: reading back must not build anything
+    result = bench.played_result(load_run_config("nano", None, []), "no-such-policy", 3, kept)
+    assert (result.policy, result.episode_return, result.metrics) == ("fkl", 0.25, {"val_score": 0.5})
+
+
 @pytest.mark.slow
 def test_every_policy_runs_on_every_seed_and_the_report_pairs_them(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(BENCHMARKS / "eval_online.py"), "--preset", "nano", "--seeds", "5,6",
@@ -49,4 +77,4 @@ def test_every_policy_runs_on_every_seed_and_the_report_pairs_them(tmp_path: Pat
     for name in expected:
         assert f"| {name} |" in report
     for name in bench.ONLINE:
-        assert f"{name} − fixed:0.5" in report and (tmp_path / name / "seed_5" / "student").is_dir()
+        assert f"{name} − fixed:0.5" in report and (tmp_path / name / "task" / "seed_5" / "student").is_dir()

@@ -387,3 +387,16 @@ def test_instance_options_are_checked(instance_files: str) -> None:
         DistillEnv(preset="nano", horizon=2).reset(options={"instance": "a"})
     with pytest.raises(ValueError, match=r"unknown option 'instanse' \(known: engine_seed, instance\)"):
         env.reset(options={"instanse": "a"})
+
+
+def test_env_instance_pins_every_episode_to_one_instance(instance_files: str) -> None:
+    from arkd_env.config import ConfigError
+
+    pinned = DistillEnv(preset="nano", engine_overrides=KEYED_NANO, instances=instance_files, instance="t",
+                        horizon=2, updates_per_step=1)
+    assert {pinned.reset(seed=s)[1]["instance"] for s in range(6)} == {"t"}  # a test instance, not a draw
+    assert pinned.reset(options={"instance": "a"})[1]["instance"] == "a"  # options still win
+    with pytest.raises(ConfigError, match=r"unknown instance 'q' in set 'toy'"):
+        DistillEnv(preset="nano", engine_overrides=KEYED_NANO, instances=instance_files, instance="q")
+    with pytest.raises(ConfigError, match=r"env\.instance.*needs an instance set"):
+        DistillEnv(preset="nano", instance="t")

@@ -99,9 +99,9 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
 
     With `instances` (an instance set, arkd_env/instances.py) every episode also poses one instance: which keys
     of the keyed layout the student learns, its share of list tasks and its size. `reset` draws it from the
-    `instance_split` split with `np_random` (before the engine seed), or `options={"instance": name}` picks any
-    instance of the set; the observation ends with its features, and `info["instance"]` names it. Each
-    instance has its own engine (student and data), all sharing one teacher.
+    `instance_split` split with `np_random` (before the engine seed), `instance` pins one, or
+    `options={"instance": name}` picks any instance of the set; the observation ends with its features, and
+    `info["instance"]` names it. Each instance has its own engine (student and data), all sharing one teacher.
 
     ## Episode End
     Truncation: after `horizon` steps. Termination: after `max_consecutive_failures` steps in a row whose
@@ -122,6 +122,7 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
       continue an episode in another process (online runs), and `last_reward` reads the env's own reward.
       Instances gained `member_blind` and `score_beta`, so the observation's instance features grew from 4 to
       6 (`instance_member_blind`, `instance_log_score_beta`); the `blind` preset's instance set varies them.
+      `instance` pins every episode to one instance of the set.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium's own convention)
@@ -143,7 +144,9 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         self._distillers: dict[str | None, Distiller] = {}
         self.instance: Instance | None = None
         if self.instance_set is not None:
-            self.instance = self.instance_set.get(self.instance_set.names(self.config.instance_split)[0])
+            # Unknown names fail here, at construction, with the set's instances listed.
+            self.instance = self.instance_set.get(self.config.instance or
+                                                  self.instance_set.names(self.config.instance_split)[0])
         self.distiller = self._distiller_for(self.instance)
         self.action_mode = self.config.action_mode
         self.codec = ActionCodec(self.action_mode, self.config.alpha_grid, self.config.simplex_components,
@@ -270,7 +273,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
             raise ValueError(f"reset(options=...): unknown option {unknown[0]!r} (known: engine_seed, instance)")
 
     def _pick_instance(self, options: dict[str, Any] | None) -> Instance | None:
-        """The instance named in ``options``, or one drawn from ``instance_split`` with ``np_random``."""
+        """The instance named in ``options``, else ``env.instance``, else one drawn from ``instance_split`` with
+        ``np_random``."""
         chosen = (options or {}).get("instance")
         if self.instance_set is None:
             if chosen is not None:
@@ -281,6 +285,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
             if not isinstance(chosen, str):
                 raise ValueError(f"reset(options={{'instance': {chosen!r}}}): must be an instance name")
             return self.instance_set.get(chosen)
+        if self.config.instance is not None:
+            return self.instance_set.get(self.config.instance)
         names = self.instance_set.names(self.config.instance_split)
         return self.instance_set.get(names[int(self.np_random.integers(len(names)))])
 
