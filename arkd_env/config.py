@@ -289,7 +289,7 @@ class EngineConfig:
 ACTION_MODES = ("mix", "simplex", "head_tail", "binary", "grid")
 # Action modes whose space is Discrete: agents that only act in Box spaces (SAC, TD3, ...) cannot drive them.
 DISCRETE_ACTION_MODES = ("binary", "grid")
-REWARDS = ("val_divergence", "val_ce", "rouge", "score", "sparse", "relative")
+REWARDS = ("val_divergence", "val_ce", "rouge", "score", "sparse", "relative", "relative_score")
 
 
 @dataclass
@@ -306,11 +306,13 @@ class EnvConfig:
                                           default_factory=lambda: ["fkl", "rkl"])
     simplex_temperature: float = help_field("Softmax temperature mapping a simplex action to weights.", default=1.0)
     reward: str = help_field("'val_divergence' (default), 'val_ce', 'rouge', 'score' (the keyed tasks' exact "
-                             "score, data.source='keyed'), 'sparse' or 'relative' (the step's "
-                             "validation divergence against a reference weighting's from the same state).",
+                             "score, data.source='keyed'), 'sparse', 'relative' (the step's "
+                             "validation divergence against a reference weighting's from the same state) or "
+                             "'relative_score' (the same for the keyed score).",
                              default="val_divergence")
     reference_alpha: float = help_field("FKL weight α of the reference weighting (α·FKL + (1−α)·RKL) that "
-                                        "reward='relative' measures each step against.", default=0.5)
+                                        "reward='relative' and 'relative_score' measure each step against.",
+                                        default=0.5)
     reward_scale: float = help_field("Multiplier applied to every reward.", default=1.0)
     normalize_reward: bool = help_field("Divide rewards by a running standard deviation of returns.", default=False)
     features: list[str] | None = help_field("Observation features by name; None takes all but the costly probe_* "

@@ -400,3 +400,21 @@ def test_env_instance_pins_every_episode_to_one_instance(instance_files: str) ->
         DistillEnv(preset="nano", engine_overrides=KEYED_NANO, instances=instance_files, instance="q")
     with pytest.raises(ConfigError, match=r"env\.instance.*needs an instance set"):
         DistillEnv(preset="nano", instance="t")
+
+
+def test_relative_score_reward_is_the_score_gained_over_the_reference_from_the_same_state() -> None:
+    def keyed(**kwargs: object) -> DistillEnv:
+        return make(engine_overrides=KEYED_NANO, horizon=2, updates_per_step=2, **kwargs)
+
+    relative, plain = keyed(reward="relative_score", reference_alpha=1.0), keyed(reward="score")
+    relative.reset()
+    plain.reset()
+    state = plain.distiller.snapshot()
+    reference = plain.step(plain.weights_to_action({"fkl": 1.0, "rkl": 0.0}))[4]["val"]["val_score"]
+    plain.distiller.restore(state)
+    chosen = plain.step(plain.weights_to_action({"fkl": 0.0, "rkl": 1.0}))[4]["val"]["val_score"]
+    _, reward, _, _, info = relative.step(relative.weights_to_action({"fkl": 0.0, "rkl": 1.0}))
+    assert info["val"]["val_score"] == chosen
+    # higher is better for the score, so the reward is chosen − reference (not the divergence's reference − chosen)
+    assert reward == pytest.approx(chosen - reference, abs=1e-7) and reward != 0.0
+    assert relative.step(relative.weights_to_action({"fkl": 1.0, "rkl": 0.0}))[1] == 0.0

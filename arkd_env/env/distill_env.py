@@ -20,7 +20,8 @@ from arkd_env.instances import Instance, InstanceSet, instance_set_from
 from arkd_env.observation import DEFAULT_FEATURES, PROBE_FEATURES, build_observation, check_features, observation_space
 
 REWARD_METRICS = {"val_divergence": "val_divergence", "val_ce": "val_ce", "rouge": "rouge_l", "score": "val_score",
-                  "sparse": "val_divergence", "relative": "val_divergence"}
+                  "sparse": "val_divergence", "relative": "val_divergence", "relative_score": "val_score"}
+RELATIVE_REWARDS = ("relative", "relative_score")  # measured against a reference probe from the same state
 
 
 class DistillEnv(gym.Env[np.ndarray, Any]):
@@ -85,7 +86,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     undone, and r_t = `reward_scale` · (M_t^ref − M_t): how much better the chosen weighting did than the
     reference, free of how much any weighting would have gained at that point of the run (large early, tiny
     late) and of the seed; it costs `updates_per_step` more updates and one more validation per step, and the
-    return is the sum of those per-step advantages. A step whose update went NaN/inf additionally loses
+    return is the sum of those per-step advantages; `"relative_score"` does the same with the keyed score's
+    M = −`val_score`. A step whose update went NaN/inf additionally loses
     `nan_penalty`. With `normalize_reward` rewards are divided by the running standard deviation of the
     discounted return (γ = 0.99) by a wrapper, not by this class: `gymnasium.make` adds Gymnasium's
     `NormalizeReward`, `arkd train` SB3's `VecNormalize` (see `arkd_env.env.wrappers`).
@@ -329,7 +331,7 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
             raise gym.error.ResetNeeded("Cannot call DistillEnv.step() before reset() or after the episode ended")
         weights = self.action_to_weights(action)
         last_good = self.distiller.snapshot()  # finite: every step ends with finite weights (below)
-        reference = self._reference_metric(last_good) if self.config.reward == "relative" else None
+        reference = self._reference_metric(last_good) if self.config.reward in RELATIVE_REWARDS else None
         report = self.distiller.train_steps(weights, self.config.updates_per_step)
         # An update's loss and gradient are checked before it is applied; weights can still go non-finite after
         # a check passed (e.g. an optimizer overflow in the step's last update), so they are checked too.
