@@ -74,13 +74,17 @@ Job = tuple[str, list[str], str, str, int, list[str]]  # preset, overrides, inst
 _ENVS: dict[str, Any] = {}  # one env per worker process and configuration, reused by every job it runs
 
 
-def _env(preset: str, overrides: list[str], instances: str) -> Any:
+def _env(preset: str, overrides: list[str], instances: str, spec: str) -> Any:
+    """The env ``spec`` is played in: a saved agent's own observations and actions (its run's action mode and
+    α grid, train/episode.py), the preset's reward, so that no run pays for a training reward's probes."""
     from arkd_env.env import DistillEnv
+    from train.episode import env_overrides
 
-    key = json.dumps([preset, overrides, instances])
+    own = env_overrides(spec)
+    key = json.dumps([preset, overrides, instances, own], sort_keys=True)
     if key not in _ENVS:
         cfg = load_preset(preset, overrides)
-        env_config = dataclasses.replace(cfg.env, instances=instances, train_seeds=[])
+        env_config = dataclasses.replace(cfg.env, instances=instances, train_seeds=[], **own)
         _ENVS[key] = DistillEnv(preset=preset, engine=cfg.engine, env_config=env_config)
     return _ENVS[key]
 
@@ -99,9 +103,9 @@ def play(job: Job) -> list[dict[str, Any]]:
     from train.episode import load_policy, run_episode
 
     preset, overrides, instances, instance, seed, specs = job
-    env = _env(preset, overrides, instances)
     rows = []
     for spec in specs:
+        env = _env(preset, overrides, instances, spec)
         result = run_episode(load_policy(spec, env), env, spec, seed,
                              options={"instance": instance, "engine_seed": seed})
         alphas = [step["weights"].get("fkl") for step in result.steps[1:]]

@@ -139,3 +139,20 @@ def test_long_specs_that_differ_in_their_tails_get_files_of_their_own(tmp_path: 
     first, second = (bench.run_path(tmp_path, "test", "t", 1, long + tail) for tail in ("/0.95=1", "/0.95=0"))
     assert first != second and first.parent == second.parent
     assert bench.run_path(tmp_path, "test", "t", 1, "phases:0.5/1").name == "phases-0.5-1.json"
+
+
+def test_a_saved_agent_is_played_with_its_own_actions_and_the_presets_reward(tmp_path: Path) -> None:
+    from agents.baselines import make_baseline
+
+    splits = {"train": [_instance("a", 2, 0)], "test": [_instance("t", 2, 6)]}
+    for split, rows in splits.items():
+        (tmp_path / f"toy-{split}.yaml").write_text(yaml.safe_dump({"set": "toy", "split": split, "instances": rows}))
+    agent = make_baseline("fixed:0.5", None).save(tmp_path / "agent" / "policy.zip")
+    (tmp_path / "agent" / "config.yaml").write_text(yaml.safe_dump(
+        {"env": {"action_mode": "grid", "alpha_grid": [0.0, 1.0], "reward": "relative_score"}}))
+    instances = f"{tmp_path / 'toy-train.yaml'}:{tmp_path / 'toy-test.yaml'}"
+    env = _bench()._env("nano", NANO_KEYED, instances, str(agent))
+    assert (env.config.action_mode, env.config.alpha_grid) == ("grid", [0.0, 1.0])
+    # the training reward's probes would cost updates the budget does not give: the preset's reward stays
+    assert env.config.reward == "val_divergence"
+    assert _bench()._env("nano", NANO_KEYED, instances, "fkl").config.action_mode == "mix"
