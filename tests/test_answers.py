@@ -150,9 +150,10 @@ def test_a_keyed_env_rewards_the_gain_in_exact_score() -> None:
     env.close()
 
 
-def test_a_warm_started_student_learns_another_layout_and_repeats_by_seed() -> None:
+def test_a_warm_started_student_learns_another_layout_and_repeats_by_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
+    from arkd_env.assets import build
     from arkd_env.assets.build import load_assets, warm_start_examples
     from arkd_env.assets.data import keyed_spec
     from arkd_env.assets.keyed import keyed_prompts
@@ -170,9 +171,18 @@ def test_a_warm_started_student_learns_another_layout_and_repeats_by_seed() -> N
     texts = [assets.tokenizer.decode(e.input_ids[e.prompt_length:], skip_special_tokens=True) for e in examples]
     keyed_answers = [t for t in texts if t in theirs]
     assert keyed_answers and all(t in theirs for t in keyed_answers)
-    first, again = assets.new_student(5), assets.new_student(5)
+    first = assets.new_student(5)
+    build._WARM_STUDENTS.clear()  # trained again, not replayed from the memo
+    again = assets.new_student(5)
     for key, value in first.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
+    # A third student of that seed replays the memo: no training, the same weights, its own tensors.
+    monkeypatch.setattr(build, "pretrain", lambda *a, **k: pytest.fail("the warm start ran again"))
+    replayed = assets.new_student(5)
+    for key, value in first.state_dict().items():
+        assert torch.equal(value, replayed.state_dict()[key]), key
+    assert replayed.state_dict()[key].data_ptr() != first.state_dict()[key].data_ptr()
+    monkeypatch.undo()
     cold = load_assets(dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, pretrain_steps=0)),
                        torch.device("cpu")).new_student(5)
     assert not all(torch.equal(v, cold.state_dict()[k]) for k, v in first.state_dict().items())

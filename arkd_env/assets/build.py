@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -283,6 +284,14 @@ def member_token_ids(cfg: EngineConfig, tokenizer: PreTrainedTokenizerBase) -> l
     return ids
 
 
+# Warm-started students by configuration and seed, most recent last. An env builds a student per seed and
+# instance, and comparisons build an env per run, so the same warm start (seconds of training) would otherwise
+# be repeated for every policy played on a seed. The warm start uses its own generator, so replaying it from
+# here changes no RNG state. Keyed students are small; a bound keeps a long sweep's memory flat anyway.
+WARM_STUDENTS_KEPT = 32
+_WARM_STUDENTS: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+
+
 def _build_student(cfg: EngineConfig, tokenizer: PreTrainedTokenizerBase, teacher: PreTrainedModel,
                    device: torch.device, warm: list[TokenizedExample], seed: int) -> PreTrainedModel:
     student = models.build_model(cfg.student, vocab_size=len(tokenizer), tokenizer=tokenizer, device=device,
@@ -291,7 +300,16 @@ def _build_student(cfg: EngineConfig, tokenizer: PreTrainedTokenizerBase, teache
         # Blind from the first step, warm start included: the student never had a way to tell members apart.
         models.tie_input_rows(student, member_token_ids(cfg, tokenizer))
     if warm:  # the same seed gives the same warm student: initialisation and example order both follow it
-        pretrain(student, warm, pad_token_id(tokenizer), cfg.student.pretrain_steps, cfg.student.pretrain_lr,
-                 cfg.student.pretrain_batch_size, device, seed, desc="warm-starting student")
+        key = json.dumps([asdict(cfg.student), asdict(cfg.data), len(tokenizer), str(device), seed], sort_keys=True,
+                         default=str)
+        if key in _WARM_STUDENTS:
+            student.load_state_dict(_WARM_STUDENTS[key])
+            _WARM_STUDENTS.move_to_end(key)
+        else:
+            pretrain(student, warm, pad_token_id(tokenizer), cfg.student.pretrain_steps, cfg.student.pretrain_lr,
+                     cfg.student.pretrain_batch_size, device, seed, desc="warm-starting student")
+            _WARM_STUDENTS[key] = {name: value.detach().clone() for name, value in student.state_dict().items()}
+            while len(_WARM_STUDENTS) > WARM_STUDENTS_KEPT:
+                _WARM_STUDENTS.popitem(last=False)
         student.train()
     return student
