@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 import yaml
 
 PRESET_DIR = Path(__file__).parent / "configs"
+# The embedded default: the blind keyed benchmark (docs/results.md), built locally, no hub, no GPU.
+DEFAULT_PRESET = "blind"
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 

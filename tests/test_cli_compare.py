@@ -256,3 +256,29 @@ def test_the_terminal_table_leads_with_the_score_and_leaves_the_rest_to_the_file
     assert "val_fkl" in table.markdown()
     plain = build_table({"a": [{"zeta": 1.0}], "b": [{"zeta": 2.0}]}, [1])  # no headline column: show them all
     assert plain.headline() == plain.markdown()
+
+
+def test_with_an_instance_set_every_seed_poses_a_test_instance_the_same_for_every_policy(tmp_path: Path) -> None:
+    import yaml
+
+    from train.compare import run_compare
+    from train.config import load_run_config
+
+    def instance(name: str, first_key: int) -> dict[str, Any]:
+        return {"name": name, "n_keys": 2, "first_key": first_key, "deterministic_share": 0.25, "student_hidden": 16,
+                "student_layers": 1, "member_blind": False, "score_beta": 1.0}
+
+    splits = {"train": [instance("a", 0), instance("b", 2)], "test": [instance("t", 4), instance("u", 6)]}
+    for split, rows in splits.items():
+        (tmp_path / f"toy-{split}.yaml").write_text(yaml.safe_dump({"set": "toy", "split": split, "instances": rows}))
+    cfg = load_run_config("nano", overrides=[
+        "engine.data.source=keyed", "engine.data.num_examples=160", "engine.data.val_size=16",
+        "engine.data.keyed={n_keys: 8, modes_per_key: 4, teacher_deterministic_share: 0.25}", "engine.rouge_size=2",
+        f"env.instances={tmp_path / 'toy-train.yaml'}:{tmp_path / 'toy-test.yaml'}", "env.horizon=1",
+        "env.updates_per_step=1", "run.workers=1"])
+    seeds = [1, 2, 3, 4, 5]
+    comparison = run_compare(cfg, ["fkl", "rkl"], seeds, tmp_path / "compare")
+    posed = {name: [r.steps[0]["instance"] for r in runs] for name, runs in comparison.runs.items()}
+    assert set(posed["fkl"]) <= {"t", "u"} and posed["fkl"] == posed["rkl"]
+    saved = json.loads((tmp_path / "compare" / "runs" / "fkl" / "seed_1.json").read_text())
+    assert saved["steps"][0]["instance"] == posed["fkl"][0]

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from arkd_env import ARKDWarning
-from arkd_env.config import ConfigError, apply_overrides, check_seeds, deep_merge, parse_overrides, read_yaml
+from arkd_env.config import (
+    DEFAULT_PRESET,
+    ConfigError,
+    apply_overrides,
+    check_seeds,
+    deep_merge,
+    parse_overrides,
+    read_yaml,
+)
 from arkd_env.progress import say
 from train.config import SECTIONS, RunConfig, build, load_run_config, own_sources, replace
 from train.errors import Interrupted, UserError
@@ -39,8 +47,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(parser: argparse.ArgumentParser, output: bool = True) -> None:
-    parser.add_argument("--preset", default=None, help="preset in arkd_env/configs (default: embedded, or the "
-                        "preset named in --config)")
+    parser.add_argument("--preset", default=None, help="preset in arkd_env/configs (default: "
+                        f"{DEFAULT_PRESET}, the blind keyed benchmark, or the preset named in --config)")
     parser.add_argument("--config", default=None, metavar="FILE", help="YAML file merged over the preset")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set engine.lr=1e-3 (repeatable)")
@@ -137,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "more) or a comma-separated list of engine seeds")
 
     p = _command(sub, "demo", "Prepare, learn a PPO policy on a short budget, compare it with fixed "
-                 "baselines on held-out seeds, print the table and where the logs and plots are.",
-                 "arkd demo            (embedded default, about 10 minutes on 2 CPU cores)")
+                 "baselines on held-out seeds (and test instances, with an instance set), print the table and "
+                 "where the logs and plots are.",
+                 "arkd demo            (the blind benchmark, the embedded default; under 10 minutes)")
     _common(p)
     p.add_argument("--timesteps", type=int, default=None, help="PPO budget in env steps (run.timesteps)")
 

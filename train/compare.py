@@ -37,7 +37,7 @@ from arkd_env.eval import stats
 from arkd_env.eval.direction import direction
 from arkd_env.progress import track
 from train import plots
-from train.config import RunConfig
+from train.config import RunConfig, replace
 from train.episode import EpisodeResult, check_played, label, play
 from train.runs import sanitize, write_json, write_run_info
 
@@ -333,7 +333,11 @@ def _play_all(cfg: RunConfig, jobs: Sequence[tuple[str, str, int]]) -> Iterator[
 def run_compare(cfg: RunConfig, specs: Sequence[str], seeds: Sequence[int], out_dir: Path,
                 names: Sequence[str] | None = None, references: Sequence[str] | None = None) -> Comparison:
     """Play every spec on every seed; ``names`` replaces the specs' labels in tables and plots; ``references``
-    (table names) defaults to the labels of ``run.reference_policies``."""
+    (table names) defaults to the labels of ``run.reference_policies``. With an instance set and no
+    ``env.instance``, each seed poses a test instance (drawn by the seed, so the same one for every policy):
+    policies are compared where no agent trained."""
+    if cfg.env.instances is not None and cfg.env.instance is None:
+        cfg = replace(cfg, env={"instance_split": "test"})
     for spec in specs:
         check_played(cfg, spec)
     labels = list(names) if names is not None else unique_labels(specs)

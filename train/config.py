@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from arkd_env.config import (
+    DEFAULT_PRESET,
     ConfigError,
     EngineConfig,
     EnvConfig,
@@ -35,7 +36,6 @@ from arkd_env.config import (
     to_dict,
 )
 
-DEFAULT_PRESET = "embedded"
 VEC_ENVS = ("auto", "dummy", "subproc", "ray")
 SECTIONS = ("engine", "env", "agent", "run", "online", "eval_suite")
 ONLINE_REWARDS = ("auto", "env", "detrended", "prototype")

@@ -143,7 +143,7 @@ def run_episode(policy: Any, env: Any, name: str, seed: int, generate: bool = Tr
         policy.set_random_seed(seed)
     obs, info = env.reset(seed=seed, options=dict(options) if options else None)
     steps: list[dict[str, Any]] = [{"step": 0, "weights": info.get("weights", {}), "reward": 0.0,
-                                    "val": info.get("val", {})}]
+                                    "val": info.get("val", {}), "instance": info.get("instance")}]
     state: Any = None
     episode_start = np.ones((1,), dtype=bool)
     total, done = 0.0, False

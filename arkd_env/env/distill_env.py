@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from arkd_env.config import SEED_LIMIT, EngineConfig, EnvConfig, load_preset
+from arkd_env.config import DEFAULT_PRESET, SEED_LIMIT, EngineConfig, EnvConfig, load_preset
 from arkd_env.engine import Distiller
 from arkd_env.env.actions import ActionCodec
 from arkd_env.eval.direction import as_loss
@@ -124,12 +124,14 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
       continue an episode in another process (online runs), and `last_reward` reads the env's own reward.
       Instances gained `member_blind` and `score_beta`, so the observation's instance features grew from 4 to
       6 (`instance_member_blind`, `instance_log_score_beta`); the `blind` preset's instance set varies them.
-      `instance` pins every episode to one instance of the set.
+      `instance` pins every episode to one instance of the set. The default preset became `blind` (the blind
+      keyed benchmark, whose instances differ in the F-beta they are scored by); `preset="embedded"` is the
+      synthetic suite that was the default before.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium's own convention)
 
-    def __init__(self, preset: str = "embedded", render_mode: str | None = None,
+    def __init__(self, preset: str = DEFAULT_PRESET, render_mode: str | None = None,
                  engine_overrides: Mapping[str, Any] | None = None, engine: EngineConfig | None = None,
                  env_config: EnvConfig | None = None, **env_fields: Any) -> None:
         if render_mode not in (None, "ansi"):
