@@ -10,9 +10,9 @@ the preset's reference policies (`run.policies`) join the constants. Each finish
 `WORK/runs/` (the online ones in their own folders, resumed from their checkpoints), so a killed
 invocation continues where it stopped. The report has one row
 per policy: mean ± std over seeds, `student_updates` (every update a run made, probes and lookaheads
-included, which is where greedy and the relative reward pay), the paired differences against `fixed:0.5`
-(Student t below 30 pairs, percentile bootstrap above), and the α trajectory of each online agent, as the mean
-FKL share per step over seeds.
+included, which is where greedy and the relative reward pay), the paired differences against `fixed:0.5` and
+the best constant (95% BCa bootstrap intervals by default, `--interval`), and the α trajectory of each online
+agent, as the mean FKL share per step over seeds.
 
 "The best constant" here is the best of the constants (`fkl`, `rkl`, `fixed:A`) *on these evaluation seeds*
 (by the keyed benchmark's `val_score` where the runs have it, else the held-out divergence): an oracle choice
@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from arkd_env.atomic import atomic_write_text  # noqa: E402
 from arkd_env.eval.direction import direction  # noqa: E402
+from arkd_env.eval.stats import METHODS  # noqa: E402
 from arkd_env.instances import instance_set_from  # noqa: E402
 from train.compare import build_table, unique_labels  # noqa: E402
 from train.config import RunConfig, load_run_config, replace  # noqa: E402
@@ -135,6 +136,9 @@ def main() -> int:
                         help="an agent trained across episodes (arkd train), played as a fixed policy")
     parser.add_argument("--work", default=None, help="folder of the runs (default runs/eval_online/<time>)")
     parser.add_argument("--report", default=None, help="Markdown report (default WORK/report.md)")
+    parser.add_argument("--interval", default="bca", choices=METHODS,
+                        help="the paired differences' intervals (default: the BCa bootstrap; auto: Student t "
+                        "below 30 pairs, percentile bootstrap above)")
     args = parser.parse_args()
 
     seeds = parse_seeds(args.seeds)
@@ -159,7 +163,7 @@ def main() -> int:
     primary = primary_metric(metrics[REFERENCE][0])
     best = best_constant(metrics, primary)
     references = [REFERENCE, best] if best != REFERENCE else [REFERENCE]
-    table = build_table(metrics, [seed for _, seed, _ in pairs], references=references)
+    table = build_table(metrics, [seed for _, seed, _ in pairs], references=references, method=args.interval)
     held_out = "test_divergence" in table.metrics  # then the validation divergence would only repeat it
     shown = [m for m in SHOWN if m in table.metrics and not (m == "val_divergence" and held_out)]
     wall = time.perf_counter() - start
@@ -169,7 +173,8 @@ def main() -> int:
     report = (f"# Online agents on `{args.preset}` ({where})\n\n"
               f"Command: `python benchmarks/eval_online.py --preset {args.preset} --seeds {args.seeds}"
               + "".join(f" --set {o}" for o in args.overrides)
-              + "".join(f" --episodic {p}" for p in args.episodic) + "`; "
+              + "".join(f" --episodic {p}" for p in args.episodic)
+              + (f" --interval {args.interval}" if args.interval != "bca" else "") + "`; "
               f"{wall:.0f} s. Best constant on these seeds (oracle, by mean {primary}): `{best}`.\n\n"
               + table.markdown(shown) + "\n\n" + trajectories(runs) + "\n")
     target = Path(args.report) if args.report else work / "report.md"

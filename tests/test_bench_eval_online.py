@@ -74,6 +74,7 @@ def test_every_policy_runs_on_every_seed_and_the_report_pairs_them(tmp_path: Pat
     assert [r["student_updates"] for r in metrics["fixed:0.5"]] == [4.0, 4.0]
     assert all(r["student_updates"] > 4.0 for r in metrics["greedy"])
     report = (tmp_path / "report.md").read_text()
+    assert "95% BCa bootstrap interval" in report  # the interval the evaluation reports unless told otherwise
     for name in expected:
         assert f"| {name} |" in report
     for name in bench.ONLINE:

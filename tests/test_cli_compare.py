@@ -113,6 +113,23 @@ def test_paired_differences_by_seed() -> None:
         {k: pytest.approx(v) if isinstance(v, float) else v for k, v in d.items()} for d in data["differences"]]
 
 
+def test_a_table_asked_for_bca_intervals_makes_and_names_them() -> None:
+    from arkd_env.eval.stats import bca_ci, paired_differences
+
+    noise = [0.3, -0.1, 0.2, 0.0, 0.5, -0.2]
+    seeds = [0.0, 5.0, -3.0, 8.0, 1.0, 2.0]
+    results = {"fkl": [{"episode_return": s} for s in seeds],
+               "rkl": [{"episode_return": s + 1.0 + n} for s, n in zip(seeds, noise, strict=True)]}
+    table = build_table(results, list(range(6)), references=["fkl"], method="bca")
+    (diff,) = table.differences
+    # The same float differences the table takes (s + 1 + n - s is not always 1 + n exactly).
+    expected = bca_ci(paired_differences([r["episode_return"] for r in results["rkl"]], seeds))
+    assert diff.method == "bca" and (diff.low, diff.high) == pytest.approx((expected.low, expected.high))
+    md = table.markdown()
+    assert "95% BCa bootstrap interval, 10000 resamples]" in md and "t below" not in md
+    assert table.to_json()["difference_settings"]["interval"] == "BCa bootstrap"
+
+
 def test_differences_skip_missing_values_and_mark_only_clear_ones() -> None:
     results = {"a": [{"rouge_l": 10.0}, {"rouge_l": 20.0}, {"rouge_l": math.nan}],
                "b": [{"rouge_l": 12.0}, {"rouge_l": 17.0}, {"rouge_l": 30.0}]}

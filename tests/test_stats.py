@@ -131,8 +131,31 @@ def test_auto_switches_to_the_bootstrap_at_thirty_pairs() -> None:
     assert chosen_method("auto", SMALL_SAMPLE) == "bootstrap"
     values = [float(i % 7) for i in range(SMALL_SAMPLE)]
     assert paired_difference_ci(values, [0.0] * SMALL_SAMPLE).method == "bootstrap"
-    with pytest.raises(ValueError, match="method='bca'"):
-        chosen_method("bca", 3)
+    with pytest.raises(ValueError, match="method='jackknife'"):
+        chosen_method("jackknife", 3)
+
+
+def test_bca_moves_the_percentile_interval_towards_a_right_skewed_tail() -> None:
+    """On right-skewed values the resampled means are skewed too; BCa's acceleration shifts both ends of the
+    percentile interval up (Efron & Tibshirani, ch. 14), and that is all that separates the two here."""
+    from arkd_env.eval.stats import bca_ci
+
+    values = np.random.default_rng(3).exponential(1.0, size=20) ** 2
+    bca, percentile = bca_ci(values), bootstrap_ci(values)
+    assert bca.method == "bca" and bca.n == 20 and bca.estimate == pytest.approx(values.mean())
+    assert bca.low > percentile.low and bca.high > percentile.high
+    assert bca.contains(values.mean())
+
+
+def test_bca_through_the_paired_difference_and_its_degenerate_cases() -> None:
+    from arkd_env.eval.stats import bca_ci
+
+    a, b = [1.0, 2.5, 2.0, 4.0, 3.0], [0.5, 2.0, 1.0, 3.5, 1.5]
+    paired = paired_difference_ci(a, b, method="bca")
+    direct = bca_ci([x - y for x, y in zip(a, b, strict=True)])
+    assert paired.method == "bca" and (paired.low, paired.high) == (direct.low, direct.high)
+    assert bca_ci([2.0, 2.0, 2.0]).low == bca_ci([2.0, 2.0, 2.0]).high == 2.0  # no spread: no bias to correct
+    assert bca_ci([7.0]).high == 7.0 and math.isnan(bca_ci([]).low)
 
 
 def test_interquartile_mean_drops_a_quarter_at_each_end_by_hand() -> None:

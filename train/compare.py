@@ -69,7 +69,11 @@ MIN_SEEDS_FOR_MARK = 10
 # The columns a terminal shows first: the keyed benchmark's exact score and its parts, then the older tasks'.
 HEADLINE_METRICS = ("episode_return", "val_score", "val_validity", "val_head_recall", "val_tail_recall",
                     "val_exact_kl", "exact_match", "val_divergence", "test_divergence", "rouge_l", "tail_coverage")
-INTERVAL_NAMES = {"t": "Student t interval", "bootstrap": "percentile bootstrap interval, {resamples} resamples"}
+INTERVAL_NAMES = {"t": "Student t interval", "bootstrap": "percentile bootstrap interval, {resamples} resamples",
+                  "bca": "BCa bootstrap interval, {resamples} resamples"}
+# How each ``method`` of :func:`arkd_env.eval.stats.paired_difference_ci` chooses, for the tables' notes.
+INTERVAL_RULES = {"auto": f"Student t below {stats.SMALL_SAMPLE} pairs, else percentile bootstrap",
+                  "t": "Student t", "bootstrap": "percentile bootstrap", "bca": "BCa bootstrap"}
 
 
 @dataclass
@@ -106,6 +110,7 @@ class Table:
     differences: list[Difference] = field(default_factory=list)
     confidence: float = stats.DEFAULT_CONFIDENCE
     resamples: int = stats.DEFAULT_RESAMPLES
+    method: str = "auto"  # how the differences' intervals were chosen (stats.METHODS)
 
     def fmt(self, policy: str, metric: str) -> str:
         cell = self.cells[policy].get(metric)
@@ -155,8 +160,9 @@ class Table:
         methods = sorted({d.method for d in chosen if d.n > 1})
         kinds = " or ".join(INTERVAL_NAMES[m].format(resamples=self.resamples) for m in methods) or "no interval"
         n = max(d.n for d in chosen)
+        rule = f"; t below {stats.SMALL_SAMPLE} pairs" if self.method == "auto" else ""
         note = (f"\nMean paired difference over the engine seeds (same seed = same student initialisation and "
-                f"data order) [{level} {kinds}; t below {stats.SMALL_SAMPLE} pairs]; * = the interval excludes 0, "
+                f"data order) [{level} {kinds}{rule}]; * = the interval excludes 0, "
                 f"marked only with at least {MIN_SEEDS_FOR_MARK} paired seeds. P(better): the share of paired "
                 f"seeds on which the policy beats the reference, ties counting half (rliable's probability of "
                 f"improvement, paired).")
@@ -184,8 +190,7 @@ class Table:
                 "references": self.references,
                 "differences": [vars(d) for d in self.differences],
                 "difference_settings": {"statistic": "mean of paired differences (policy - reference)",
-                                        "interval": f"Student t below {stats.SMALL_SAMPLE} pairs, else "
-                                                    "percentile bootstrap", "confidence": self.confidence,
+                                        "interval": INTERVAL_RULES[self.method], "confidence": self.confidence,
                                         "resamples": self.resamples, "pairs": "same engine seed"}}
 
 
@@ -202,8 +207,10 @@ def difference_pairs(policies: Sequence[str], references: Sequence[str]) -> list
 
 def paired_differences(results: Mapping[str, Sequence[Mapping[str, float]]], metrics: Sequence[str],
                        pairs: Sequence[tuple[str, str]], confidence: float = stats.DEFAULT_CONFIDENCE,
-                       resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0) -> list[Difference]:
-    """For each pair and ranked metric, the mean paired difference over seeds with its bootstrap interval."""
+                       resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0,
+                       method: str = "auto") -> list[Difference]:
+    """For each pair and ranked metric, the mean paired difference over seeds with its interval (``method``,
+    as :func:`arkd_env.eval.stats.paired_difference_ci` takes it)."""
     out: list[Difference] = []
     for policy, reference in pairs:
         a, b = results[policy], results[reference]
@@ -216,7 +223,7 @@ def paired_differences(results: Mapping[str, Sequence[Mapping[str, float]]], met
                 continue
             mine, theirs = [r.get(metric, math.nan) for r in a], [r.get(metric, math.nan) for r in b]
             interval = stats.paired_difference_ci(mine, theirs, confidence=confidence, resamples=resamples,
-                                                  seed=seed)
+                                                  seed=seed, method=method)
             # One pair has no spread to resample: report the difference without an interval.
             low, high = (interval.low, interval.high) if interval.n > 1 else (math.nan, math.nan)
             out.append(Difference(policy, reference, metric, interval.estimate, low, high, interval.n,
@@ -226,9 +233,9 @@ def paired_differences(results: Mapping[str, Sequence[Mapping[str, float]]], met
 
 def build_table(results: Mapping[str, Sequence[Mapping[str, float]]], seeds: list[int],
                 references: Sequence[str] | None = None, confidence: float = stats.DEFAULT_CONFIDENCE,
-                resamples: int = stats.DEFAULT_RESAMPLES) -> Table:
+                resamples: int = stats.DEFAULT_RESAMPLES, method: str = "auto") -> Table:
     """``results[policy]`` = metrics of each seed's run, in seed order; ``references`` = the policies the paired
-    differences are taken against (see :func:`difference_pairs`)."""
+    differences are taken against (see :func:`difference_pairs`); ``method`` = how their intervals are made."""
     metrics = sorted({m for runs in results.values() for run in runs for m in run})
     if "episode_return" in metrics:
         metrics.remove("episode_return")
@@ -243,9 +250,11 @@ def build_table(results: Mapping[str, Sequence[Mapping[str, float]]], seeds: lis
             best[m] = ranked[0][1]
     pairs = difference_pairs(list(results), list(references or []))
     refs = list(dict.fromkeys(r for _, r in pairs))
-    differences = paired_differences(results, metrics, pairs, confidence=confidence, resamples=resamples)
+    differences = paired_differences(results, metrics, pairs, confidence=confidence, resamples=resamples,
+                                     method=method)
     return Table(seeds=list(seeds), policies=list(results), metrics=metrics, cells=cells, best=best,
-                 references=refs, differences=differences, confidence=confidence, resamples=resamples)
+                 references=refs, differences=differences, confidence=confidence, resamples=resamples,
+                 method=method)
 
 
 @dataclass

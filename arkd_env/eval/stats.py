@@ -11,6 +11,10 @@ Two intervals of a mean, for n values x₁..xₙ at confidence c:
 - the **percentile bootstrap**: draw ``resamples`` samples of n values with replacement, take each sample's
   mean, and report the (1 - c)/2 and (1 + c)/2 quantiles of those means. It assumes nothing about the shape,
   but it never reaches past the smallest and largest value, so with few values it is too narrow.
+- the **BCa bootstrap** (bias-corrected and accelerated, scipy's ``bootstrap``): the percentile interval with
+  its quantiles moved by the median bias of the resampled means and by a jackknife estimate of their skew. It
+  is second-order accurate where the percentile one is first-order, so it is the bootstrap to report from
+  about 20 values on; below that it shares the percentile interval's narrowness.
 
 :func:`paired_difference_ci` picks by sample size (``method="auto"``): the t interval below
 ``SMALL_SAMPLE`` pairs, the bootstrap from there on. A paired difference of means is the interval of the
@@ -28,7 +32,7 @@ import numpy as np
 
 DEFAULT_RESAMPLES = 10_000
 SMALL_SAMPLE = 30  # below this many pairs, "auto" uses the t interval: the bootstrap is too narrow there
-METHODS = ("auto", "t", "bootstrap")
+METHODS = ("auto", "t", "bootstrap", "bca")
 DEFAULT_CONFIDENCE = 0.95
 _CHUNK = 1_000  # resamples drawn at once, so memory stays at _CHUNK × n values whatever ``resamples`` is
 
@@ -36,7 +40,7 @@ _CHUNK = 1_000  # resamples drawn at once, so memory stays at _CHUNK × n values
 @dataclass(frozen=True)
 class Interval:
     """A point estimate with its interval; ``n`` is the number of values (or pairs) used, ``method`` how the
-    interval was made (``"t"`` or ``"bootstrap"``)."""
+    interval was made (``"t"``, ``"bootstrap"`` or ``"bca"``)."""
 
     estimate: float
     low: float
@@ -107,6 +111,27 @@ def bootstrap_ci(values: Sequence[float | None], confidence: float = DEFAULT_CON
     return Interval(estimate, float(low), float(high), int(data.size), confidence)
 
 
+def bca_ci(values: Sequence[float | None], confidence: float = DEFAULT_CONFIDENCE,
+           resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Interval:
+    """BCa bootstrap interval of the mean of the finite ``values`` (scipy's ``bootstrap``, ``method="BCa"``).
+
+    No values give NaN bounds; one value or identical values (no spread, where the bias correction is undefined)
+    give a zero-width interval at that value.
+    """
+    from scipy import stats as scipy_stats
+
+    _check(confidence, resamples)
+    data = finite(values)
+    if data.size == 0:
+        return Interval(math.nan, math.nan, math.nan, 0, confidence, "bca")
+    estimate = float(data.mean())
+    if data.size == 1 or bool(np.all(data == data[0])):
+        return Interval(estimate, estimate, estimate, int(data.size), confidence, "bca")
+    found = scipy_stats.bootstrap((data,), np.mean, confidence_level=confidence, n_resamples=resamples,
+                                  method="BCa", random_state=np.random.default_rng(seed)).confidence_interval
+    return Interval(estimate, float(found.low), float(found.high), int(data.size), confidence, "bca")
+
+
 def t_interval(values: Sequence[float | None], confidence: float = DEFAULT_CONFIDENCE) -> Interval:
     """Student t interval of the mean of the finite ``values``: x̄ ± t · s/√n with n - 1 degrees of freedom.
 
@@ -141,10 +166,14 @@ def paired_difference_ci(a: Sequence[float | None], b: Sequence[float | None],
                          seed: int = 0, method: str = "auto") -> Interval:
     """Interval of mean(a - b) over pairs (aᵢ, bᵢ); a pair with a missing or non-finite side is dropped.
     ``a`` and ``b`` must have the same length (pair i is e.g. the same engine seed). ``method``: ``t``,
-    ``bootstrap``, or ``auto`` (:func:`chosen_method`: the t interval for fewer than ``SMALL_SAMPLE`` pairs)."""
+    ``bootstrap``, ``bca``, or ``auto`` (:func:`chosen_method`: the t interval for fewer than ``SMALL_SAMPLE``
+    pairs)."""
     differences = paired_differences(a, b)
-    if chosen_method(method, len(differences)) == "t":
+    chosen = chosen_method(method, len(differences))
+    if chosen == "t":
         return t_interval(differences, confidence)
+    if chosen == "bca":
+        return bca_ci(differences, confidence, resamples, seed)
     return bootstrap_ci(differences, confidence, resamples, seed)
 
 
