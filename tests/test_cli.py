@@ -159,7 +159,7 @@ def test_compare_in_worker_processes_matches_one_process(run_dir: Path, tmp_path
 
 def test_demo_on_nano(tmp_path: Path) -> None:
     done = arkd("demo", *TINY, *TINY_PPO, "--timesteps", "2", "--output-dir", str(tmp_path),
-                "--set", "run.policies=[fkl, akl]", "--set", "run.eval_seeds=[5]")
+                "--set", "run.policies=[fkl, akl]", "--set", "run.eval_seeds=[5, 6]", "--seeds", "1")
     assert done.returncode == 0, done.stderr
     assert "| ppo (learned) |" in done.stdout and "| akl |" in done.stdout
     assert "| ppo (learned) − fkl |" in done.stdout and "(one seed, no interval)" in done.stdout
