@@ -79,3 +79,4 @@ def test_every_policy_runs_on_every_seed_and_the_report_pairs_them(tmp_path: Pat
         assert f"| {name} |" in report
     for name in bench.ONLINE:
         assert f"{name} − fixed:0.5" in report and (tmp_path / name / "task" / "seed_5" / "student").is_dir()
+        assert f"{name} − greedy" in report
