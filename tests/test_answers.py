@@ -181,7 +181,18 @@ def test_a_warm_started_student_learns_another_layout_and_repeats_by_seed(monkey
     replayed = assets.new_student(5)
     for key, value in first.state_dict().items():
         assert torch.equal(value, replayed.state_dict()[key]), key
-    assert replayed.state_dict()[key].data_ptr() != first.state_dict()[key].data_ptr()
+    # A run that trains the replayed student must not change what the memo hands the next one.
+    with torch.no_grad():
+        for parameter in replayed.parameters():
+            parameter.add_(1.0)
+    for key, value in assets.new_student(5).state_dict().items():
+        assert torch.equal(value, first.state_dict()[key]), key
+    # Another instance of the same layout (other keys, another score) shares the warm start; another seed not.
+    other_instance = dataclasses.replace(cfg, seed=5, data=dataclasses.replace(cfg.data, keyed=dataclasses.replace(
+        cfg.data.keyed, student_keys=[0, 1], score_beta=0.5)))
+    load_assets(other_instance, torch.device("cpu"))  # builds its seed's student: replayed, or pretrain fails
+    with pytest.raises(pytest.fail.Exception, match="the warm start ran again"):
+        assets.new_student(6)
     monkeypatch.undo()
     cold = load_assets(dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, pretrain_steps=0)),
                        torch.device("cpu")).new_student(5)

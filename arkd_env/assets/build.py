@@ -300,8 +300,11 @@ def _build_student(cfg: EngineConfig, tokenizer: PreTrainedTokenizerBase, teache
         # Blind from the first step, warm start included: the student never had a way to tell members apart.
         models.tie_input_rows(student, member_token_ids(cfg, tokenizer))
     if warm:  # the same seed gives the same warm student: initialisation and example order both follow it
-        key = json.dumps([asdict(cfg.student), asdict(cfg.data), len(tokenizer), str(device), seed], sort_keys=True,
-                         default=str)
+        # What the warm start depends on and no more: instances that differ only in their keys or score share
+        # it (warm_start_examples reads the teacher's view), and the teacher is in the key because a student may
+        # be built from its layers.
+        key = json.dumps([asdict(cfg.student), asdict(teacher_view(cfg.data)), cfg.data.keyed.member_blind,
+                          _teacher_key(cfg), len(tokenizer), str(device), seed], sort_keys=True, default=str)
         if key in _WARM_STUDENTS:
             student.load_state_dict(_WARM_STUDENTS[key])
             _WARM_STUDENTS.move_to_end(key)
