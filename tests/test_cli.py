@@ -159,8 +159,10 @@ def test_compare_in_worker_processes_matches_one_process(run_dir: Path, tmp_path
 
 def test_demo_on_nano(tmp_path: Path) -> None:
     done = arkd("demo", *TINY, *TINY_PPO, "--timesteps", "2", "--output-dir", str(tmp_path),
-                "--set", "run.policies=[fkl, akl]", "--set", "run.eval_seeds=[5, 6]", "--seeds", "1")
+                "--set", "run.policies=[fkl, akl]", "--set", "run.eval_seeds=[5, 6, 7]", "--seeds", "1")
     assert done.returncode == 0, done.stderr
+    # the learning curve's reference lines are played (on one training seed), not dropped
+    assert "playing fkl, rkl on training seed(s)" in done.stdout
     assert "| ppo (learned) |" in done.stdout and "| akl |" in done.stdout
     assert "| ppo (learned) − fkl |" in done.stdout and "(one seed, no interval)" in done.stdout
     assert "TensorBoard: tensorboard --logdir" in done.stdout
@@ -169,6 +171,15 @@ def test_demo_on_nano(tmp_path: Path) -> None:
     acc = EventAccumulator(str(run / "tb"), size_guidance={"tensors": 0})
     acc.Reload()
     assert "comparison/table/text_summary" in acc.Tags()["tensors"]
+
+
+def test_demo_compares_on_the_first_two_eval_seeds_and_checks_its_seeds_first(tmp_path: Path) -> None:
+    done = arkd("demo", *TINY, "--set", "run.eval_seeds=[5, 6, 7]", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "held-out seeds [5, 6]" in done.stdout
+    bad = arkd("demo", *TINY, "--seeds", "two", "--output-dir", str(tmp_path))
+    assert bad.returncode != 0 and "--seeds 'two'" in one_error_line(bad.stderr)
+    assert not any(tmp_path.iterdir())  # it stopped before preparing or training anything
 
 
 def test_prepare_and_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -40,7 +40,7 @@ EXIT_INTERRUPTED = 130
 
 # The demo's comparison plays this many held-out seeds: on the blind default each costs 5 runs of about 24 s
 # on 2 cores, and all 5 of run.eval_seeds would take the demo past 10 minutes.
-DEMO_SEEDS = "2"
+DEMO_SEEDS = 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -149,15 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help="a count N (the first N of run.eval_seeds, or 100.. when "
                    "more) or a comma-separated list of engine seeds")
 
-    p = _command(sub, "demo", "Prepare, learn a PPO policy on a short budget, compare it with fixed "
-                 "baselines on held-out seeds (and test instances, with an instance set), print the table and "
-                 "where the logs and plots are.",
+    p = _command(sub, "demo", "Prepare, learn a PPO policy on a short budget, compare it with the preset's "
+                 "policies (run.policies) on held-out seeds (and test instances, with an instance set), print the "
+                 "table and where the logs and plots are.",
                  "arkd demo            (the blind benchmark, the embedded default; under 10 minutes)")
     _common(p)
     p.add_argument("--timesteps", type=int, default=None, help="PPO budget in env steps (run.timesteps)")
-    p.add_argument("--seeds", default=DEMO_SEEDS, help="held-out seeds of the comparison, as for compare "
-                   f"(default {DEMO_SEEDS}: the first {DEMO_SEEDS} of run.eval_seeds, to stay inside 10 minutes; "
-                   "`arkd compare` plays them all)")
+    p.add_argument("--seeds", default=None, help="held-out seeds of the comparison, as for compare (default: "
+                   f"the first {DEMO_SEEDS} of run.eval_seeds, to stay inside 10 minutes; `arkd compare` plays "
+                   "them all)")
 
     p = _command(sub, "config", "List every config key with its value (the preset's, after --config and --set) "
                  "and its help.", "arkd config --list --preset nano")
@@ -484,8 +484,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from train import compare, plots, runs, trainer
 
     cfg = _config(args, agent={"algo": "ppo"}, run={"timesteps": args.timesteps})
+    seeds = _seed_list(args.seeds, cfg) if args.seeds else list(cfg.run.eval_seeds[:DEMO_SEEDS])
+    # The learning curve's references are played below on fewer seeds than `arkd train` would play them.
+    curve_references = cfg.run.reference_policies
     cfg = replace(cfg, run={"final_eval": False, "reference_policies": []})
     if args.dry_run:
+        print(f"# arkd demo compares on held-out seeds {seeds}")  # a YAML comment: the output stays a config
         return _dry_run(cfg)
     trainer.check_algo(cfg)
     for spec in cfg.run.policies:
@@ -500,7 +504,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     say(f"[2/3] learning a PPO weighting policy for {cfg.run.timesteps} env steps in {run_dir} ...")
     trainer.train(cfg, run_dir, evaluate=False)
     specs = [str(run_dir / runs.POLICY_FILE), *cfg.run.policies]
-    seeds = _seed_list(args.seeds, cfg)
     say(f"[3/3] comparing the learned policy with {', '.join(cfg.run.policies)} on held-out seeds {seeds} ...")
     names = [f"{cfg.agent.algo} (learned)", *compare.unique_labels(cfg.run.policies)]
     comparison = compare.run_compare(cfg, specs, seeds, run_dir / "compare", names=names, references=names[1:])
@@ -508,9 +511,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     # The agent's curve is of its training seeds, so its reference lines are played there too (the reference
     # policies only, as `arkd train` draws them, to keep the demo inside its time).
-    say(f"playing {', '.join(cfg.run.reference_policies)} on training seed(s) "
+    say(f"playing {', '.join(curve_references)} on training seed(s) "
         f"{trainer.reference_seeds(cfg, trainer.DEMO_REFERENCE_SEEDS)} for the learning curve ...")
-    played = trainer.play_references(cfg, cfg.run.reference_policies, trainer.DEMO_REFERENCE_SEEDS)
+    played = trainer.play_references(cfg, curve_references, trainer.DEMO_REFERENCE_SEEDS)
     references = trainer.returns_of(played)
     plots.learning_curve(read_learning_curve(run_dir), references, run_dir / "plots" / "learning_curve.png")
     # The policies' runs are in compare/tb, under the same --logdir; the training run gets the table beside it.
