@@ -6,10 +6,11 @@ Every policy runs once per engine seed from the same initial student and data or
 baselines, `arkd distill --online` for the agents) with the preset's env as configured. The final students are
 scored on the held-out test examples (`test_*`), which no reward or probe saw. With an instance set
 (`env.instances`), every test instance is played on every seed (`env.instance`), and these are the pairs;
-the preset's reference policies (`run.policies`) join the constants. Each finished run is kept under
-`WORK/runs/` (the online ones in their own folders, resumed from their checkpoints), so a killed
-invocation continues where it stopped. The report has one row
-per policy: mean ± std over seeds, `student_updates` (every update a run made, probes and lookaheads
+the preset's own policies (`run.policies`) join the constants. Each finished run is kept under
+`WORK/runs/` and read back (the online ones in their own folders, read back once complete and resumed from
+their checkpoints before), so a killed invocation given the same `--work` continues where it stopped, and
+invocations on disjoint seeds can share one `--work` and be reported together by one on all of them. The
+report has one row per policy: mean ± std over seeds, `student_updates` (every update a run made, probes and lookaheads
 included, which is where greedy and the relative reward pay), the paired differences against `fixed:0.5`,
 the best constant and `greedy` (95% BCa bootstrap intervals by default, `--interval`), and the α trajectory of
 each online agent, as the mean FKL share per step over seeds.
@@ -66,8 +67,29 @@ def parse_seeds(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
+def finished_online(out: Path, algo: str, seed: int) -> EpisodeResult | None:
+    """The result of a finished online run in ``out`` (its metrics.json once complete), else None. Resuming a
+    finished run would evaluate and save its student again."""
+    path = out / "metrics.json"
+    if not path.is_file():
+        return None
+    kept = json.loads(path.read_text())
+    if not kept.get("complete"):
+        return None
+    if (kept.get("online"), kept.get("seed")) != (algo, seed):
+        raise SystemExit(f"{path}: a run of online {kept.get('online')!r} on seed {kept.get('seed')}, not of "
+                         f"{algo!r} on seed {seed}; give eval_online another --work")
+    metrics = dict(kept["metrics"])
+    episode_return = metrics.pop("episode_return")
+    return EpisodeResult(policy=kept["policy"], seed=seed, episode_return=episode_return, steps=kept["steps"],
+                         metrics=metrics, wall_s=kept["wall_s"])
+
+
 def online_result(cfg: RunConfig, name: str, seed: int, out: Path) -> EpisodeResult:
     algo = name.removeprefix("online-")
+    finished = finished_online(out, algo, seed)
+    if finished is not None:
+        return finished
     # The agent's own seed follows the engine seed, so the results average over its exploration too.
     played = replace(cfg, env=ONLINE[name], run={"seed": seed})
     out.mkdir(parents=True, exist_ok=True)

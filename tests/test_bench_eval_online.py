@@ -59,6 +59,30 @@ def test_a_finished_run_is_read_back_instead_of_played_again(tmp_path: Path) -> 
     assert (result.policy, result.episode_return, result.metrics) == ("fkl", 0.25, {"val_score": 0.5})
 
 
+def test_a_finished_online_run_is_read_back_and_an_unfinished_or_foreign_one_is_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from train.config import load_run_config
+
+    bench = load_benchmark("eval_online")
+    resumed: list[bool] = []
+    monkeypatch.setattr(bench, "run_online", lambda *a, resume: resumed.append(resume) or "played")
+    cfg = load_run_config("nano", None, [])
+    out = tmp_path / "online-bandit" / "task" / "seed_3"
+    out.mkdir(parents=True)
+    kept = {"policy": "online-bandit", "seed": 3, "wall_s": 9.0, "online": "bandit", "complete": True,
+            "metrics": {"episode_return": 0.25, "val_score": 0.5}, "steps": [{"weights": {"fkl": 1.0}}]}
+    (out / "metrics.json").write_text(json.dumps(kept))
+    result = bench.online_result(cfg, "online-bandit", 3, out)
+    assert (result.policy, result.episode_return, result.metrics, result.steps) == (
+        "online-bandit", 0.25, {"val_score": 0.5}, [{"weights": {"fkl": 1.0}}]) and resumed == []
+    (out / "metrics.json").write_text(json.dumps({**kept, "complete": False}))
+    (out / "online.json").write_text("{}")
+    assert bench.online_result(cfg, "online-bandit", 3, out) == "played" and resumed == [True]
+    (out / "metrics.json").write_text(json.dumps(kept))
+    with pytest.raises(SystemExit, match=r"metrics\.json: a run of online 'bandit' on seed 3, not of 'ppo'"):
+        bench.online_result(cfg, "online-ppo", 3, out)
+
+
 @pytest.mark.slow
 def test_every_policy_runs_on_every_seed_and_the_report_pairs_them(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(BENCHMARKS / "eval_online.py"), "--preset", "nano", "--seeds", "5,6",
