@@ -342,8 +342,10 @@ class EnvConfig:
         check(self.horizon >= 1, "horizon", self.horizon, "must be >= 1")
         check(self.instance_split in ("train", "test"), "instance_split", self.instance_split,
               "must be train or test")
-        check(self.instance is None or (self.instances is not None and isinstance(self.instance, str)),
-              "instance", self.instance, "names an instance of env.instances, so it needs an instance set")
+        check(self.instance is None or (isinstance(self.instance, str) and self.instance.strip() != ""),
+              "instance", self.instance, "must name an instance of env.instances")
+        check(self.instance is None or self.instances is not None, "instance", self.instance,
+              "names an instance of env.instances, so it needs an instance set")
         check(self.updates_per_step >= 1, "updates_per_step", self.updates_per_step, "must be >= 1")
         check(self.action_mode in ACTION_MODES, "action_mode", self.action_mode, f"must be one of {ACTION_MODES}")
         check(self.reward in REWARDS, "reward", self.reward, f"must be one of {REWARDS}")

@@ -26,10 +26,25 @@ def env() -> DistillEnv:
 
 
 def test_registered_env_passes_gymnasium_and_sb3_checkers() -> None:
-    env = gym.make("arkd_env/Distill-v0", preset="nano", horizon=2, engine_overrides={"lr": 1e-3})
+    env = gym.make("arkd_env/Distill-v1", preset="nano", horizon=2, engine_overrides={"lr": 1e-3})
     assert env.unwrapped.config.horizon == 2 and env.unwrapped.engine_config.lr == pytest.approx(1e-3)
     gym_check_env(env.unwrapped, skip_render_check=True)
     sb3_check_env(env.unwrapped)
+
+
+def test_v1_defaults_to_the_blind_benchmark_and_v0_keeps_the_embedded_suite() -> None:
+    import inspect
+
+    from arkd_env.config import DEFAULT_PRESET
+    from train.config import load_run_config
+
+    # Building the blind env would train its teacher (minutes); the defaults each id resolves to are enough.
+    default = inspect.signature(DistillEnv).parameters["preset"].default
+    assert default == DEFAULT_PRESET == "blind" and load_run_config(None, None, []).preset == "blind"
+    assert "preset" not in gym.spec("arkd_env/Distill-v1").kwargs
+    assert gym.spec("arkd_env/Distill-v0").kwargs == {"preset": "embedded"}
+    # an explicit preset still wins over v0's default
+    assert gym.make("arkd_env/Distill-v0", preset="nano", horizon=2).unwrapped.preset == "nano"
 
 
 @pytest.mark.parametrize(("action", "expected"), [(1.0, 1.0), (-1.0, 0.0), (0.0, 0.5), (0.5, 0.75)])
@@ -400,6 +415,16 @@ def test_env_instance_pins_every_episode_to_one_instance(instance_files: str) ->
         DistillEnv(preset="nano", engine_overrides=KEYED_NANO, instances=instance_files, instance="q")
     with pytest.raises(ConfigError, match=r"env\.instance.*needs an instance set"):
         DistillEnv(preset="nano", instance="t")
+    with pytest.raises(ConfigError, match=r"instance='': must name an instance of env\.instances"):
+        DistillEnv(preset="nano", engine_overrides=KEYED_NANO, instances=instance_files, instance="")
+
+
+def test_a_score_reward_on_data_without_the_keyed_score_fails_at_construction_naming_both_keys() -> None:
+    from arkd_env.config import ConfigError
+
+    for reward in ("score", "relative_score"):
+        with pytest.raises(ConfigError, match=rf"env\.reward='{reward}'.*engine\.data\.source='synthetic'"):
+            DistillEnv(preset="nano", reward=reward)
 
 
 def test_relative_score_reward_is_the_score_gained_over_the_reference_from_the_same_state() -> None:

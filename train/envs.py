@@ -12,7 +12,7 @@ from arkd_env.config import EngineConfig, EnvConfig
 from arkd_env.env.wrappers import normalize_vec_rewards
 from train.config import RunConfig
 
-ENV_ID = "arkd_env/Distill-v0"
+ENV_ID = "arkd_env/Distill-v1"
 
 
 def make_env(preset: str, engine: EngineConfig, env_config: EnvConfig) -> gym.Env:

@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from arkd_env.config import DEFAULT_PRESET, SEED_LIMIT, EngineConfig, EnvConfig, load_preset
+from arkd_env.config import DEFAULT_PRESET, SEED_LIMIT, ConfigError, EngineConfig, EnvConfig, load_preset
 from arkd_env.engine import Distiller
 from arkd_env.env.actions import ActionCodec
 from arkd_env.eval.direction import as_loss
@@ -76,9 +76,11 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     `features` names them.
 
     ## Rewards
-    With `reward="val_divergence"` (default) the metric is M = ½(FKL + RKL) of the student to the teacher on
-    the validation set (symmetric, so it favours neither objective); `"val_ce"` uses the student's validation
-    cross-entropy on the references; `"rouge"` uses −ROUGE-L of `rouge_size` sampled validation responses.
+    With `reward="val_divergence"` (`EnvConfig`'s default) the metric is M = ½(FKL + RKL) of the student to
+    the teacher on the validation set (symmetric, so it favours neither objective); `"val_ce"` uses the
+    student's validation cross-entropy on the references; `"rouge"` uses −ROUGE-L of `rouge_size` sampled
+    validation responses; `"score"` (the `blind` preset's) uses M = −`val_score`, the keyed data's exact
+    F-beta of validity against recall (arkd_env/eval/exact.py), and needs `engine.data.source: keyed`.
     The reward of step t is r_t = `reward_scale` · (M_{t−1} − M_t), so the undiscounted return telescopes to
     the total improvement M_0 − M_H. With `"sparse"` every reward is 0 except the last, which is the total
     improvement of the validation divergence. With `"relative"` the step's updates are first run with the
@@ -111,7 +113,7 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
     (the step is then undone: the engine returns to its state before the step and `info["restored"]` is True).
 
     ## Arguments
-    `gymnasium.make("arkd_env/Distill-v0", preset="nano", horizon=8, engine_overrides={"lr": 1e-3})`:
+    `gymnasium.make("arkd_env/Distill-v1", preset="nano", horizon=8, engine_overrides={"lr": 1e-3})`:
     `preset` names a file in `arkd_env/configs/`; every `EnvConfig` field can be passed by name; engine
     fields through `engine_overrides` (dotted keys allowed). `engine=`/`env_config=` take built configs.
     `render_mode="ansi"` returns a one-screen text summary of the last step.
@@ -124,9 +126,12 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
       continue an episode in another process (online runs), and `last_reward` reads the env's own reward.
       Instances gained `member_blind` and `score_beta`, so the observation's instance features grew from 4 to
       6 (`instance_member_blind`, `instance_log_score_beta`); the `blind` preset's instance set varies them.
-      `instance` pins every episode to one instance of the set. The default preset became `blind` (the blind
-      keyed benchmark, whose instances differ in the F-beta they are scored by); `preset="embedded"` is the
-      synthetic suite that was the default before.
+      `instance` pins every episode to one instance of the set. The reward `relative_score` (the keyed
+      score gained over the reference weighting's probe).
+    * v1: the default preset became `blind` (the blind keyed benchmark, whose instances differ in the F-beta
+      they are scored by), so the default observation carries the instance features and the default reward
+      is the score's. `arkd_env/Distill-v0` stays registered with `preset="embedded"`, the synthetic suite
+      that was its default.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium's own convention)
@@ -143,13 +148,18 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         self.engine_config = engine or loaded.engine
         self.config = env_config or loaded.env
         self.render_mode = render_mode
+        if REWARD_METRICS[self.config.reward] == "val_score" and self.engine_config.data.source != "keyed":
+            raise ConfigError(f"env.reward={self.config.reward!r} rewards the keyed score, which "
+                              f"engine.data.source={self.engine_config.data.source!r} does not have: use "
+                              f"source keyed or another reward")
         self.instance_set: InstanceSet | None = (instance_set_from(self.config.instances)
                                                   if self.config.instances else None)
         self._distillers: dict[str | None, Distiller] = {}
         self.instance: Instance | None = None
         if self.instance_set is not None:
             # Unknown names fail here, at construction, with the set's instances listed.
-            self.instance = self.instance_set.get(self.config.instance or
+            pinned = self.config.instance
+            self.instance = self.instance_set.get(pinned if pinned is not None else
                                                   self.instance_set.names(self.config.instance_split)[0])
         self.distiller = self._distiller_for(self.instance)
         self.action_mode = self.config.action_mode
