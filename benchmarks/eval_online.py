@@ -129,9 +129,11 @@ def primary_metric(run: dict[str, float]) -> str:
 
 
 def best_constant(metrics: dict[str, list[dict[str, float]]], primary: str) -> str:
-    """The constant of :data:`CONSTANTS` with the best mean ``primary`` (higher or lower, as the metric ranks)."""
+    """The played constant of :data:`CONSTANTS` with the best mean ``primary`` (higher or lower, as the metric
+    ranks)."""
     sign = direction(primary)
-    return max(CONSTANTS, key=lambda c: sign * float(np.nanmean([m[primary] for m in metrics[c]])))
+    played = [c for c in CONSTANTS if c in metrics]  # all of them unless some were skipped
+    return max(played, key=lambda c: sign * float(np.nanmean([m[primary] for m in metrics[c]])))
 
 
 def fkl_share(step: dict[str, Any]) -> float:
@@ -154,6 +156,9 @@ def main() -> int:
     parser.add_argument("--preset", default="nano")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seeds", default=DEFAULT_SEEDS, help="engine seeds: 300-319 or 300,301,...")
+    parser.add_argument("--skip", action="append", default=[], metavar="POLICY",
+                        help="leave a baseline or online agent out (repeatable; the report's command names it), "
+                        "e.g. to fit a time budget: say so where the report is used")
     parser.add_argument("--episodic", action="append", default=[], metavar="POLICY_ZIP",
                         help="an agent trained across episodes (arkd train), played as a fixed policy")
     parser.add_argument("--work", default=None, help="folder of the runs (default runs/eval_online/<time>)")
@@ -165,18 +170,22 @@ def main() -> int:
 
     seeds = parse_seeds(args.seeds)
     cfg = load_run_config(args.preset, None, args.overrides)
+    unknown = set(args.skip) - set(baselines(cfg)) - set(ONLINE)
+    if unknown or REFERENCE in args.skip:
+        parser.error(f"--skip {sorted(unknown) or REFERENCE}: not a baseline or online agent of this preset, or "
+                     f"the reference {REFERENCE}, which every difference needs")
     work = Path(args.work or REPO / "runs" / "eval_online" / time.strftime("%Y%m%d-%H%M%S"))
     work.mkdir(parents=True, exist_ok=True)
     pairs = paired_runs(cfg, seeds)
     start = time.perf_counter()
     runs: dict[str, list[EpisodeResult]] = {}
-    specs = [*baselines(cfg), *args.episodic]
+    specs = [*(s for s in baselines(cfg) if s not in args.skip), *args.episodic]
     for spec, name in zip(specs, unique_labels(specs), strict=True):
         folder = work / "runs" / sanitize(name)
         runs[name] = [played_result(played, spec, seed, folder / f"{where or 'task'}_{seed}.json")
                       for where, seed, played in pairs]
         print(f"{name}: done ({time.perf_counter() - start:.0f} s)", flush=True)
-    for name in ONLINE:
+    for name in (n for n in ONLINE if n not in args.skip):
         runs[name] = [online_result(played, name, seed, work / name / (where or "task") / f"seed_{seed}")
                       for where, seed, played in pairs]
         print(f"{name}: done ({time.perf_counter() - start:.0f} s)", flush=True)
@@ -185,7 +194,7 @@ def main() -> int:
     primary = primary_metric(metrics[REFERENCE][0])
     best = best_constant(metrics, primary)
     # greedy is the reference a learned policy has to beat at its own cost (6× the updates here)
-    references = list(dict.fromkeys([REFERENCE, best, "greedy"]))
+    references = [r for r in dict.fromkeys([REFERENCE, best, "greedy"]) if r in metrics]
     table = build_table(metrics, [seed for _, seed, _ in pairs], references=references, method=args.interval)
     held_out = "test_divergence" in table.metrics  # then the validation divergence would only repeat it
     shown = [m for m in SHOWN if m in table.metrics and not (m == "val_divergence" and held_out)]
@@ -196,6 +205,7 @@ def main() -> int:
     report = (f"# Online agents on `{args.preset}` ({where})\n\n"
               f"Command: `python benchmarks/eval_online.py --preset {args.preset} --seeds {args.seeds}"
               + "".join(f" --set {o}" for o in args.overrides)
+              + "".join(f" --skip {p}" for p in args.skip)
               + "".join(f" --episodic {p}" for p in args.episodic)
               + (f" --interval {args.interval}" if args.interval != "bca" else "") + "`; "
               f"{wall:.0f} s. Best constant on these seeds (oracle, by mean {primary}): `{best}`.\n\n"

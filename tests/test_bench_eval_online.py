@@ -29,6 +29,16 @@ def test_the_best_constant_is_chosen_by_the_score_upwards_and_by_a_divergence_do
     metrics["rkl"] = [{"val_score": 0.0, "val_divergence": 1.0}]
     assert bench.best_constant(metrics, "val_score") == "fixed:0.75"
     assert bench.best_constant(metrics, "val_divergence") == "rkl"
+    del metrics["fixed:0.75"]  # skipped (--skip): chosen among the constants that were played
+    assert bench.best_constant(metrics, "val_score") in set(bench.CONSTANTS) - {"fixed:0.75", "rkl"}
+
+
+def test_skip_names_only_policies_it_would_play_and_never_the_reference(tmp_path: Path) -> None:
+    for bad, named in (("nope", "['nope']"), ("fixed:0.5", "fixed:0.5")):
+        done = subprocess.run([sys.executable, str(BENCHMARKS / "eval_online.py"), "--preset", "nano", "--skip", bad,
+                               "--work", str(tmp_path / "w")], capture_output=True, text=True, env=env(), timeout=120)
+        assert done.returncode == 2 and f"--skip {named}:" in done.stderr
+    assert not (tmp_path / "w").exists()  # refused before any folder or run
 
 
 def test_with_an_instance_set_every_test_instance_is_paired_with_every_seed() -> None:
@@ -87,17 +97,18 @@ def test_a_finished_online_run_is_read_back_and_an_unfinished_or_foreign_one_is_
 def test_every_policy_runs_on_every_seed_and_the_report_pairs_them(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(BENCHMARKS / "eval_online.py"), "--preset", "nano", "--seeds", "5,6",
                            "--set", "env.updates_per_step=1", "--set", "engine.rouge_size=2",
-                           "--set", "engine.eval_size=8", "--work", str(tmp_path)],
+                           "--set", "engine.eval_size=8", "--skip", "akl", "--work", str(tmp_path)],
                           capture_output=True, text=True, env=env(), timeout=600)
     assert done.returncode == 0, done.stderr
     bench = load_benchmark("eval_online")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    expected = [*bench.CONSTANTS, *bench.HEURISTICS, *bench.ONLINE]
+    expected = [*bench.CONSTANTS, *(h for h in bench.HEURISTICS if h != "akl"), *bench.ONLINE]  # akl skipped
     assert list(metrics) == expected and all(len(runs) == 2 for runs in metrics.values())
     # the cost column: greedy's lookahead probes count, a plain run's 4 steps of 1 update do not add any
     assert [r["student_updates"] for r in metrics["fixed:0.5"]] == [4.0, 4.0]
     assert all(r["student_updates"] > 4.0 for r in metrics["greedy"])
     report = (tmp_path / "report.md").read_text()
+    assert "--skip akl" in report and "| akl |" not in report
     assert "95% BCa bootstrap interval" in report  # the interval the evaluation reports unless told otherwise
     for name in expected:
         assert f"| {name} |" in report
