@@ -211,7 +211,8 @@ def load_run_config(preset: str | None = None, config_file: str | Path | None = 
     """Preset file <- ``config_file`` <- ``sources`` (:func:`own_sources`) <- ``overrides``; each layer is
     validated on its own.
 
-    ``preset`` None takes the ``preset`` named in ``config_file``, else the embedded default.
+    ``preset`` None takes the ``preset`` named in ``config_file``, else the embedded default
+    (``DEFAULT_PRESET``, ``blind``).
     """
     file_values = read_yaml(config_file) if config_file is not None else {}
     set_values = {**(sources or {}), **parse_overrides(overrides or [], ("preset", *SECTIONS))}

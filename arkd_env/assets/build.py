@@ -1,9 +1,9 @@
 """Resolve the tokenizer, teacher and student of an engine config, building and caching what a preset makes itself.
 
-Built presets (the embedded default, `nano`) have no files to download: their tokenizer is made from the
-synthetic suite and their teacher is trained on it here. Both are saved under the user cache directory in
-a folder keyed by every config value they depend on, written to a temporary folder and renamed, so an
-interrupted `arkd prepare` never leaves a half-written teacher that a later run would trust.
+Built presets (the embedded default `blind`, `keyed`, `embedded`, `nano`) have no files to download: their
+tokenizer is made from the synthetic suite and their teacher is trained on it here. Both are saved under the
+user cache directory in a folder keyed by every config value they depend on, written to a temporary folder and
+renamed, so an interrupted `arkd prepare` never leaves a half-written teacher that a later run would trust.
 """
 
 from __future__ import annotations
