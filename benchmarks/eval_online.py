@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from arkd_env.atomic import atomic_write_text  # noqa: E402
 from arkd_env.eval.direction import direction  # noqa: E402
-from arkd_env.eval.stats import METHODS  # noqa: E402
+from arkd_env.eval.stats import METHODS, SMALL_SAMPLE  # noqa: E402
 from arkd_env.instances import instance_set_from  # noqa: E402
 from train.compare import build_table, unique_labels  # noqa: E402
 from train.config import RunConfig, load_run_config, replace  # noqa: E402
@@ -106,11 +106,11 @@ def played_result(cfg: RunConfig, spec: str, seed: int, path: Path) -> EpisodeRe
 
 
 def paired_runs(cfg: RunConfig, seeds: list[int]) -> list[tuple[str | None, int, RunConfig]]:
-    """Every (test instance, engine seed) pair with the config that poses it (``env.instance``); the preset's
-    own task on each seed without an instance set."""
+    """Every (test instance, engine seed) pair with the config that poses it (``env.instance``: only that one
+    when the config pins it); the preset's own task on each seed without an instance set."""
     if cfg.env.instances is None:
         return [(None, seed, cfg) for seed in seeds]
-    names = instance_set_from(cfg.env.instances).names("test")
+    names = [cfg.env.instance] if cfg.env.instance else instance_set_from(cfg.env.instances).names("test")
     return [(name, seed, replace(cfg, env={"instance": name})) for name in names for seed in seeds]
 
 
@@ -165,7 +165,7 @@ def main() -> int:
     parser.add_argument("--report", default=None, help="Markdown report (default WORK/report.md)")
     parser.add_argument("--interval", default="bca", choices=METHODS,
                         help="the paired differences' intervals (default: the BCa bootstrap; auto: Student t "
-                        "below 30 pairs, percentile bootstrap above)")
+                        f"below {SMALL_SAMPLE} pairs, percentile bootstrap above)")
     args = parser.parse_args()
 
     seeds = parse_seeds(args.seeds)

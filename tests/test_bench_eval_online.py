@@ -51,6 +51,8 @@ def test_with_an_instance_set_every_test_instance_is_paired_with_every_seed() ->
     pairs = bench.paired_runs(cfg, [7, 8])
     assert [(name, seed) for name, seed, _ in pairs] == [(n, s) for n in tests for s in (7, 8)]
     assert all(played.env.instance == name for name, _, played in pairs)
+    pinned = load_run_config("blind", None, [f"env.instance={tests[1]}"])
+    assert [(name, seed) for name, seed, _ in bench.paired_runs(pinned, [7])] == [(tests[1], 7)]
     assert [(name, played.env.instance) for name, _, played in bench.paired_runs(load_run_config("nano", None, []),
                                                                                  [7])] == [(None, None)]
     # the preset's references join the constants, each once
