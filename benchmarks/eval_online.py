@@ -170,10 +170,13 @@ def main() -> int:
 
     seeds = parse_seeds(args.seeds)
     cfg = load_run_config(args.preset, None, args.overrides)
-    unknown = set(args.skip) - set(baselines(cfg)) - set(ONLINE)
-    if unknown or REFERENCE in args.skip:
-        parser.error(f"--skip {sorted(unknown) or REFERENCE}: not a baseline or online agent of this preset, or "
-                     f"the reference {REFERENCE}, which every difference needs")
+    choices = [*baselines(cfg), *ONLINE]
+    for skipped in args.skip:
+        if skipped == REFERENCE:
+            parser.error(f"--skip {REFERENCE}: the reference cannot be skipped, every difference needs it")
+        if skipped not in choices:
+            parser.error(f"--skip {skipped}: not a baseline or online agent of preset {args.preset!r} "
+                         f"(choose from {', '.join(choices)})")
     work = Path(args.work or REPO / "runs" / "eval_online" / time.strftime("%Y%m%d-%H%M%S"))
     work.mkdir(parents=True, exist_ok=True)
     pairs = paired_runs(cfg, seeds)

@@ -126,8 +126,8 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
       continue an episode in another process (online runs), and `last_reward` reads the env's own reward.
       Instances gained `member_blind` and `score_beta`, so the observation's instance features grew from 4 to
       6 (`instance_member_blind`, `instance_log_score_beta`); the `blind` preset's instance set varies them.
-      `instance` pins every episode to one instance of the set. The reward `relative_score` (the keyed
-      score gained over the reference weighting's probe).
+      `instance` pins every episode to one instance of the set. The reward `relative_score` was added (the
+      keyed score gained over the reference weighting's probe).
     * v1: the default preset became `blind` (the blind keyed benchmark, whose instances differ in the F-beta
       they are scored by), so the default observation carries the instance features and the default reward
       is the score's. `arkd_env/Distill-v0` stays registered with `preset="embedded"`, the synthetic suite

@@ -4,7 +4,7 @@ Besides normalisation, two rewards for an online run (one episode in which the a
 :class:`DetrendedReward` and the prototype's :class:`RougeCheckpointReward`.
 
 ``env.normalize_reward`` divides rewards by a running standard deviation of the discounted return. A
-``gymnasium.make`` of ``arkd_env/Distill-v0`` applies Gymnasium's ``NormalizeReward`` per env; ``arkd train``
+``gymnasium.make`` of ``arkd_env/Distill-v1`` applies Gymnasium's ``NormalizeReward`` per env; ``arkd train``
 applies SB3's ``VecNormalize`` to its VecEnv instead, so the statistics live in one process and are saved with
 every checkpoint (:func:`normalizer_state`, :func:`restore_normalizer`).
 """

@@ -121,7 +121,7 @@ def _env_actor_class() -> Any:
 
         def __init__(self, env_fn: Callable[[], Any], snapshots: bool, snapshot_every: int | None) -> None:
             # An actor is a fresh process: register ARKD's env ids there, as importing arkd_env did in the
-            # driver, so `lambda: gym.make("arkd_env/Distill-v0", ...)` works as it does in SubprocVecEnv.
+            # driver, so `lambda: gym.make("arkd_env/Distill-v1", ...)` works as it does in SubprocVecEnv.
             # (The package's import is cheap: registration only.)
             import arkd_env  # noqa: F401
 
