@@ -93,6 +93,17 @@ def bootstrap_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarray
     return out
 
 
+def _without_spread(data: np.ndarray, confidence: float, method: str) -> Interval | None:
+    """The interval where no resampling or spread is needed: NaN bounds for no values, zero width at the value
+    for one value or identical values. None otherwise."""
+    if data.size == 0:
+        return Interval(math.nan, math.nan, math.nan, 0, confidence, method)
+    if data.size == 1 or bool(np.all(data == data[0])):
+        estimate = float(data.mean())
+        return Interval(estimate, estimate, estimate, int(data.size), confidence, method)
+    return None
+
+
 def bootstrap_ci(values: Sequence[float | None], confidence: float = DEFAULT_CONFIDENCE,
                  resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Interval:
     """Percentile bootstrap interval of the mean of the finite ``values``.
@@ -101,14 +112,11 @@ def bootstrap_ci(values: Sequence[float | None], confidence: float = DEFAULT_CON
     """
     _check(confidence, resamples)
     data = finite(values)
-    if data.size == 0:
-        return Interval(math.nan, math.nan, math.nan, 0, confidence)
-    estimate = float(data.mean())
-    if data.size == 1 or bool(np.all(data == data[0])):
-        return Interval(estimate, estimate, estimate, int(data.size), confidence)
+    if (trivial := _without_spread(data, confidence, "bootstrap")) is not None:
+        return trivial
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(bootstrap_means(data, resamples, seed), [tail, 1.0 - tail])
-    return Interval(estimate, float(low), float(high), int(data.size), confidence)
+    return Interval(float(data.mean()), float(low), float(high), int(data.size), confidence)
 
 
 def bca_ci(values: Sequence[float | None], confidence: float = DEFAULT_CONFIDENCE,
@@ -122,14 +130,11 @@ def bca_ci(values: Sequence[float | None], confidence: float = DEFAULT_CONFIDENC
 
     _check(confidence, resamples)
     data = finite(values)
-    if data.size == 0:
-        return Interval(math.nan, math.nan, math.nan, 0, confidence, "bca")
-    estimate = float(data.mean())
-    if data.size == 1 or bool(np.all(data == data[0])):
-        return Interval(estimate, estimate, estimate, int(data.size), confidence, "bca")
+    if (trivial := _without_spread(data, confidence, "bca")) is not None:
+        return trivial
     found = scipy_stats.bootstrap((data,), np.mean, confidence_level=confidence, n_resamples=resamples,
                                   method="BCa", random_state=np.random.default_rng(seed)).confidence_interval
-    return Interval(estimate, float(found.low), float(found.high), int(data.size), confidence, "bca")
+    return Interval(float(data.mean()), float(found.low), float(found.high), int(data.size), confidence, "bca")
 
 
 def t_interval(values: Sequence[float | None], confidence: float = DEFAULT_CONFIDENCE) -> Interval:
@@ -142,11 +147,9 @@ def t_interval(values: Sequence[float | None], confidence: float = DEFAULT_CONFI
 
     _check(confidence, 1)
     data = finite(values)
-    if data.size == 0:
-        return Interval(math.nan, math.nan, math.nan, 0, confidence, "t")
+    if (trivial := _without_spread(data, confidence, "t")) is not None:
+        return trivial
     estimate = float(data.mean())
-    if data.size == 1 or bool(np.all(data == data[0])):
-        return Interval(estimate, estimate, estimate, int(data.size), confidence, "t")
     half = float(scipy_stats.t.ppf((1.0 + confidence) / 2.0, data.size - 1)) * float(data.std(ddof=1)) \
         / math.sqrt(data.size)
     return Interval(estimate, estimate - half, estimate + half, int(data.size), confidence, "t")
