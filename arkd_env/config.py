@@ -292,6 +292,14 @@ ACTION_MODES = ("mix", "simplex", "head_tail", "binary", "grid")
 # Action modes whose space is Discrete: agents that only act in Box spaces (SAC, TD3, ...) cannot drive them.
 DISCRETE_ACTION_MODES = ("binary", "grid")
 REWARDS = ("val_divergence", "val_ce", "rouge", "score", "sparse", "relative", "relative_score")
+SCORE_REWARDS = ("score", "relative_score")  # the keyed score's: data without it (not keyed) cannot give them
+
+
+def check_reward_fits_data(reward: str, source: str) -> None:
+    """A score reward needs keyed data, the only data with the exact score; checked before anything is built."""
+    if reward in SCORE_REWARDS and source != "keyed":
+        raise ConfigError(f"env.reward={reward!r} rewards the keyed score, which engine.data.source={source!r} "
+                          f"does not have: use source keyed or another reward")
 
 
 @dataclass

@@ -11,7 +11,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from arkd_env.config import DEFAULT_PRESET, SEED_LIMIT, ConfigError, EngineConfig, EnvConfig, load_preset
+from arkd_env.config import (
+    DEFAULT_PRESET,
+    SEED_LIMIT,
+    EngineConfig,
+    EnvConfig,
+    check_reward_fits_data,
+    load_preset,
+)
 from arkd_env.engine import Distiller
 from arkd_env.env.actions import ActionCodec
 from arkd_env.eval.direction import as_loss
@@ -148,10 +155,7 @@ class DistillEnv(gym.Env[np.ndarray, Any]):
         self.engine_config = engine or loaded.engine
         self.config = env_config or loaded.env
         self.render_mode = render_mode
-        if REWARD_METRICS[self.config.reward] == "val_score" and self.engine_config.data.source != "keyed":
-            raise ConfigError(f"env.reward={self.config.reward!r} rewards the keyed score, which "
-                              f"engine.data.source={self.engine_config.data.source!r} does not have: use "
-                              f"source keyed or another reward")
+        check_reward_fits_data(self.config.reward, self.engine_config.data.source)
         self.instance_set: InstanceSet | None = (instance_set_from(self.config.instances)
                                                   if self.config.instances else None)
         self._distillers: dict[str | None, Distiller] = {}
