@@ -296,7 +296,8 @@ SCORE_REWARDS = ("score", "relative_score")  # the keyed score's: data without i
 
 
 def check_reward_fits_data(reward: str, source: str) -> None:
-    """A score reward needs keyed data, the only data with the exact score; checked before anything is built."""
+    """A score reward needs keyed data, the only data with the exact score; the env checks it before it builds
+    anything. (Not in RunConfig: `--data` replaces a keyed preset's data and the user then chooses the reward.)"""
     if reward in SCORE_REWARDS and source != "keyed":
         raise ConfigError(f"env.reward={reward!r} rewards the keyed score, which engine.data.source={source!r} "
                           f"does not have: use source keyed or another reward")

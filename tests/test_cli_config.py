@@ -55,9 +55,6 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     (["agent.vec_env=cluster"], "agent.vec_env='cluster'"),
     (["env.train_seeds=[1, 1]"], "train_seeds=[1, 1]: must not repeat"),
     (["env.train_seeds=[0, 101]", "run.eval_seeds=[100, 101]"], "seed 101 is also in run.eval_seeds"),
-    # caught when the config is read, before `arkd demo` or `train` builds a teacher for it
-    (["env.reward=relative_score"], "env.reward='relative_score' rewards the keyed score, which "
-                                    "engine.data.source='synthetic' does not have"),
 ])
 def test_bad_overrides_name_the_key(override: list[str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=None) as err:

@@ -26,7 +26,6 @@ from arkd_env.config import (
     SuiteConfig,
     apply_overrides,
     check,
-    check_reward_fits_data,
     check_seeds,
     deep_merge,
     from_dict,
@@ -175,7 +174,6 @@ class RunConfig:
         check(not shared, "env.train_seeds", self.env.train_seeds,
               f"seed {shared[0] if shared else ''} is also in run.eval_seeds; an agent must not train on the "
               "seeds it is evaluated on")
-        check_reward_fits_data(self.env.reward, self.engine.data.source)  # before `arkd demo` builds a teacher
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
